@@ -1,0 +1,218 @@
+"""The graph vocabulary: labels, relationship types, uid builders, property names.
+
+This is the one module that spells them; everything else imports from here.
+
+Conventions
+-----------
+* Every node has a unique ``uid``. Lookups go through the node kind's *key label*,
+  the label that carries the uniqueness constraint (``Component`` for every
+  component kind), so a uid is unique across neurons, heads, experts and features.
+* Every edge is identified by (source uid, type, target uid, *key properties*):
+  ``DECODES_TO`` edges from one neuron to one token differ by ``via``; merging an
+  edge with the same identity updates its other properties.
+* Every edge carries ``run``: the uid of the :Run that wrote it (provenance).
+* ``DECODES_TO.rank``: 0 is the largest logit, 1 the next, ...; the bottom-k
+  tokens get negative ranks, -1 the smallest logit, -2 the next. ``sign`` is
+  ``+1`` for top-k and ``-1`` for bottom-k.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from enum import StrEnum
+
+SCHEMA_VERSION = 1
+"""Bump when a change makes stores written by older code unreadable as they are."""
+
+META_UID = "compgraph:schema"
+
+
+class Label(StrEnum):
+    MODEL = "Model"
+    COMPONENT = "Component"
+    NEURON = "Neuron"
+    HEAD = "Head"
+    EXPERT = "Expert"
+    FEATURE = "Feature"
+    SITE = "Site"
+    TOKEN = "Token"
+    TASK = "Task"
+    CIRCUIT = "Circuit"
+    DICTIONARY = "Dictionary"
+    RUN = "Run"
+    META = "CompgraphMeta"
+
+
+class Rel(StrEnum):
+    DECODES_TO = "DECODES_TO"
+    ACTIVATES_ON = "ACTIVATES_ON"
+    CONNECTS = "CONNECTS"
+    AFFECTS = "AFFECTS"
+    CAUSES = "CAUSES"
+    INCLUDES = "INCLUDES"
+    FOR_TASK = "FOR_TASK"
+    MATCHES = "MATCHES"
+
+
+class Prop(StrEnum):
+    """Property names shared across modules (extractors, store, queries)."""
+
+    UID = "uid"
+    MODEL = "model"
+    LAYER = "layer"
+    INDEX = "index"
+    HEAD = "head"
+    KV_HEAD = "kv_head"
+    EXPERT = "expert"
+    RUN = "run"
+    # neuron statistics
+    ACT_MEAN = "act_mean"
+    ACT_MAX = "act_max"
+    ACT_FREQ = "act_freq"
+    # head scores
+    SINK = "sink_score"
+    PREV_TOKEN = "prev_token_score"
+    INDUCTION = "induction_score"
+    DUPLICATE = "duplicate_token_score"
+    ENTROPY = "entropy"
+    COPY = "copy_score"
+    RETRIEVAL_SCORE = "retrieval_score"
+    RETRIEVAL = "retrieval"
+    # expert statistics
+    ROUTING_LOAD = "routing_load"
+    # edge properties
+    LOGIT = "logit"
+    RANK = "rank"
+    SIGN = "sign"
+    VIA = "via"
+    MEAN_ACT = "mean_act"
+    COUNT = "count"
+
+
+HEAD_SCORES: tuple[Prop, ...] = (
+    Prop.SINK,
+    Prop.PREV_TOKEN,
+    Prop.INDUCTION,
+    Prop.DUPLICATE,
+    Prop.ENTROPY,
+    Prop.COPY,
+    Prop.RETRIEVAL_SCORE,
+)
+
+RETRIEVAL_THRESHOLD = 0.1
+"""A head with ``retrieval_score`` above this is a retrieval head (Wu et al. 2024)."""
+
+
+@dataclass(frozen=True)
+class NodeKind:
+    """A kind of node: the labels it carries and the one its uid is unique under."""
+
+    labels: tuple[str, ...]
+    key_label: str
+
+    def __post_init__(self) -> None:
+        if self.key_label not in self.labels:
+            raise ValueError(f"key label {self.key_label!r} not among {self.labels}")
+
+    @property
+    def name(self) -> str:
+        return self.labels[-1]
+
+
+@dataclass(frozen=True)
+class RelKind:
+    """A relationship type with its endpoint kinds and the properties that identify it."""
+
+    type: str
+    source: NodeKind
+    target: NodeKind
+    key: tuple[str, ...] = ()
+
+
+def _node(*labels: str, key: str | None = None) -> NodeKind:
+    return NodeKind(labels=tuple(labels), key_label=key or labels[0])
+
+
+MODEL = _node(Label.MODEL)
+NEURON = _node(Label.COMPONENT, Label.NEURON)
+HEAD = _node(Label.COMPONENT, Label.HEAD)
+EXPERT = _node(Label.COMPONENT, Label.EXPERT)
+FEATURE = _node(Label.COMPONENT, Label.FEATURE)
+SITE = _node(Label.COMPONENT, Label.SITE)
+COMPONENT = _node(Label.COMPONENT)
+TOKEN = _node(Label.TOKEN)
+TASK = _node(Label.TASK)
+CIRCUIT = _node(Label.CIRCUIT)
+DICTIONARY = _node(Label.DICTIONARY)
+RUN = _node(Label.RUN)
+META = _node(Label.META)
+
+NODE_KINDS: tuple[NodeKind, ...] = (
+    MODEL, NEURON, HEAD, EXPERT, FEATURE, SITE, TOKEN, TASK, CIRCUIT, DICTIONARY, RUN, META,
+)
+
+DECODES_TO = RelKind(Rel.DECODES_TO, COMPONENT, TOKEN, key=(Prop.VIA,))
+ACTIVATES_ON = RelKind(Rel.ACTIVATES_ON, COMPONENT, TOKEN)
+CONNECTS = RelKind(Rel.CONNECTS, COMPONENT, COMPONENT, key=("kind",))
+AFFECTS = RelKind(Rel.AFFECTS, COMPONENT, TASK, key=("method", "metric"))
+CAUSES = RelKind(Rel.CAUSES, COMPONENT, COMPONENT, key=("method", "task"))
+INCLUDES = RelKind(Rel.INCLUDES, CIRCUIT, COMPONENT)
+FOR_TASK = RelKind(Rel.FOR_TASK, CIRCUIT, TASK)
+MATCHES = RelKind(Rel.MATCHES, COMPONENT, COMPONENT, key=("method",))
+
+REL_KINDS: tuple[RelKind, ...] = (
+    DECODES_TO, ACTIVATES_ON, CONNECTS, AFFECTS, CAUSES, INCLUDES, FOR_TASK, MATCHES,
+)
+
+UNIQUE_KEY_LABELS: tuple[str, ...] = tuple(dict.fromkeys(k.key_label for k in NODE_KINDS))
+"""Labels that get a uniqueness constraint on ``uid``."""
+
+INDEXED: tuple[tuple[str, str], ...] = ((Label.COMPONENT, Prop.MODEL), (Label.COMPONENT, Prop.LAYER))
+"""(label, property) pairs that get a plain index."""
+
+
+# ---- uid builders -------------------------------------------------------------
+
+def model_uid(name: str) -> str:
+    return name
+
+
+def neuron_uid(model: str, layer: int, index: int) -> str:
+    return f"{model}/L{layer}/N{index}"
+
+
+def head_uid(model: str, layer: int, head: int) -> str:
+    return f"{model}/L{layer}/H{head}"
+
+
+def expert_uid(model: str, layer: int, expert: int) -> str:
+    return f"{model}/L{layer}/E{expert}"
+
+
+def feature_uid(dictionary: str, index: int) -> str:
+    return f"{dictionary}/F{index}"
+
+
+def site_uid(model: str, site: str, layer: int | None = None) -> str:
+    return f"{model}/{site}" if layer is None else f"{model}/L{layer}/{site}"
+
+
+def token_uid(tokenizer: str, token_id: int) -> str:
+    return f"{tokenizer}:{token_id}"
+
+
+def task_uid(name: str) -> str:
+    return f"task:{name}"
+
+
+def run_uid(model: str, config_hash: str) -> str:
+    return f"run:{model}:{config_hash[:12]}"
+
+
+def tokenizer_uid(name: str, vocab: dict[str, int]) -> str:
+    """Identify a tokenizer by its vocabulary, so models sharing one share :Token nodes."""
+    digest = hashlib.sha256()
+    for piece, idx in sorted(vocab.items(), key=lambda kv: kv[1]):
+        digest.update(f"{idx}\t{piece}\n".encode())
+    return f"{name}-{digest.hexdigest()[:10]}"

@@ -1,0 +1,210 @@
+"""The GraphStore interface and the write algorithm both implementations share.
+
+A store merges node rows and edge rows (polars frames) and answers Cypher with a
+polars frame. Writes are idempotent: nodes are keyed on ``uid``, edges on
+(source, type, target, key properties).
+
+Node merge, per batch: look the batch's uids up under the key label, create the
+new ones, set properties on the existing ones. (Two-label ``MERGE`` is two orders
+of magnitude slower than this in ArcadeDB; on Neo4j the split costs nothing.)
+
+Edge merge: every distinct endpoint is checked first, so rows naming a missing
+node raise :class:`MissingEndpointError` before anything of the call is written
+(or are skipped and counted, with ``on_missing="skip"``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import polars as pl
+
+from compgraph import schema
+from compgraph.errors import ConfigError, MissingEndpointError, SchemaVersionError
+from compgraph.schema import NodeKind, RelKind
+from compgraph.store import cypher
+from compgraph.store.rows import EdgeRow, NodeRow, chunks, edge_rows, node_rows
+
+OnMissing = Literal["error", "skip"]
+
+DEFAULT_BATCH = 10_000
+LOOKUP_BATCH = 10_000
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What a merge call did. ``skipped`` counts edge rows dropped for a missing endpoint."""
+
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+
+    @property
+    def written(self) -> int:
+        return self.created + self.updated
+
+    def __add__(self, other: "WriteResult") -> "WriteResult":
+        return WriteResult(self.created + other.created, self.updated + other.updated,
+                           self.unchanged + other.unchanged, self.skipped + other.skipped)
+
+
+@runtime_checkable
+class GraphStore(Protocol):
+    """What every part of compgraph may ask of a graph store."""
+
+    location: str
+
+    def merge_nodes(self, kind: NodeKind, rows: pl.DataFrame, *, batch_size: int = DEFAULT_BATCH) -> WriteResult: ...
+
+    def merge_edges(self, rel: RelKind, rows: pl.DataFrame, *, on_missing: OnMissing = "error",
+                    batch_size: int = DEFAULT_BATCH) -> WriteResult: ...
+
+    def query(self, cypher: str, params: dict[str, Any] | None = None, *, write: bool = False) -> pl.DataFrame: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> "GraphStore": ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class BaseStore(ABC):
+    """The shared algorithm; subclasses supply reads, write transactions and creation."""
+
+    location: str
+
+    # ---- engine primitives -----------------------------------------------------
+    @abstractmethod
+    def _read(self, statement: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Run a statement the store's own code knows to be read-only."""
+
+    @abstractmethod
+    def _write(self, statements: list[tuple[str, dict[str, Any]]]) -> None:
+        """Run statements in one write transaction: all of them or none."""
+
+    @abstractmethod
+    def query(self, cypher: str, params: dict[str, Any] | None = None, *, write: bool = False) -> pl.DataFrame:
+        ...
+
+    @abstractmethod
+    def close(self) -> None:
+        ...
+
+    def _create_nodes(self, kind: NodeKind, rows: list[NodeRow]) -> None:
+        self._write([(cypher.create_nodes(kind), {"rows": [r.param() for r in rows]})])
+
+    def _create_edges(self, rel: RelKind, rows: list[EdgeRow]) -> None:
+        params = [{"src": r.src, "dst": r.dst, "props": r.all_props()} for r in rows]
+        self._write([(cypher.create_edges(rel), {"rows": params})])
+
+    def _note_existing(self, label: str, uids: list[str]) -> set[str]:
+        """Which of ``uids`` exist under ``label`` (subclasses may cache)."""
+        found: set[str] = set()
+        for batch in chunks(uids, LOOKUP_BATCH):
+            found.update(r["uid"] for r in self._read(cypher.lookup_uids(label), {"uids": batch}))
+        return found
+
+    # ---- schema -------------------------------------------------------------------
+    def _ensure_schema(self) -> None:
+        """Create constraints and indexes (idempotent); refuse a newer schema version."""
+        rows = self._read(cypher.READ_SCHEMA_VERSION, {"uid": schema.META_UID})
+        found = rows[0]["v"] if rows else None
+        if found is not None and int(found) > schema.SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"store at {self.location} has schema version {found}; this compgraph "
+                f"knows up to {schema.SCHEMA_VERSION}: upgrade compgraph"
+            )
+        for statement in cypher.schema_statements():
+            self._schema_command(statement)
+        if found is None or int(found) < schema.SCHEMA_VERSION:
+            self._write([(cypher.WRITE_SCHEMA_VERSION, {"uid": schema.META_UID, "v": schema.SCHEMA_VERSION})])
+
+    def _schema_command(self, statement: str) -> None:
+        self._write([(statement, {})])
+
+    def schema_version(self) -> int | None:
+        rows = self._read(cypher.READ_SCHEMA_VERSION, {"uid": schema.META_UID})
+        return int(rows[0]["v"]) if rows and rows[0]["v"] is not None else None
+
+    # ---- merges -------------------------------------------------------------------
+    def merge_nodes(self, kind: NodeKind, rows: pl.DataFrame, *, batch_size: int = DEFAULT_BATCH) -> WriteResult:
+        _check_batch(batch_size)
+        prepared = node_rows(rows)  # validates the whole frame before anything is written
+        result = WriteResult()
+        for batch in chunks(prepared, batch_size):
+            existing = self._note_existing(kind.key_label, [r.uid for r in batch])
+            new = [r for r in batch if r.uid not in existing]
+            old = [r for r in batch if r.uid in existing]
+            if old:
+                self._write([(cypher.update_nodes(kind), {"rows": [r.param() for r in old]})])
+            if new:
+                self._create_nodes(kind, new)
+            result += WriteResult(created=len(new), updated=len(old))
+        return result
+
+    def merge_edges(self, rel: RelKind, rows: pl.DataFrame, *, on_missing: OnMissing = "error",
+                    batch_size: int = DEFAULT_BATCH) -> WriteResult:
+        _check_batch(batch_size)
+        if on_missing not in ("error", "skip"):
+            raise ConfigError(f"on_missing must be 'error' or 'skip', not {on_missing!r}")
+        prepared = edge_rows(rel, rows)
+        prepared, skipped = self._drop_missing_endpoints(rel, prepared, on_missing)
+        result = WriteResult(skipped=skipped)
+        for batch in chunks(prepared, batch_size):
+            result += self._merge_edge_batch(rel, batch)
+        return result
+
+    def _merge_edge_batch(self, rel: RelKind, batch: list[EdgeRow]) -> WriteResult:
+        """Create edges not yet there, update those whose properties differ."""
+        stored: dict[tuple, dict[str, Any]] = {}
+        sources = list(dict.fromkeys(r.src for r in batch))
+        for uids in chunks(sources, LOOKUP_BATCH):
+            for rec in self._read(cypher.existing_edges(rel), {"uids": uids}):
+                props = rec["props"] or {}
+                stored[(rec["src"], rec["dst"], *(props.get(k) for k in rel.key))] = props
+        new, changed, same = [], [], 0
+        for row in batch:
+            before = stored.get(row.identity)
+            if before is None:
+                new.append(row)
+            elif any(before.get(k) != v for k, v in row.props.items()):
+                changed.append(row)
+            else:
+                same += 1
+        if changed:
+            self._write([(cypher.update_edges(rel), {"rows": [r.param() for r in changed]})])
+        if new:
+            self._create_edges(rel, new)
+        return WriteResult(created=len(new), updated=len(changed), unchanged=same)
+
+    def _drop_missing_endpoints(self, rel: RelKind, prepared: list[EdgeRow],
+                                on_missing: OnMissing) -> tuple[list[EdgeRow], int]:
+        have_src = self._note_existing(rel.source.key_label, list(dict.fromkeys(r.src for r in prepared)))
+        have_dst = self._note_existing(rel.target.key_label, list(dict.fromkeys(r.dst for r in prepared)))
+        keep = [r for r in prepared if r.src in have_src and r.dst in have_dst]
+        dropped = len(prepared) - len(keep)
+        if dropped and on_missing == "error":
+            missing = [r.src for r in prepared if r.src not in have_src]
+            missing += [r.dst for r in prepared if r.dst not in have_dst]
+            missing = list(dict.fromkeys(missing))
+            raise MissingEndpointError(
+                f"{dropped} {rel.type} row(s) name nodes not in the store "
+                f"(e.g. {', '.join(missing[:3])}); nothing was written",
+                missing=missing[:10], count=dropped,
+            )
+        return keep, dropped
+
+    # ---- context manager ------------------------------------------------------------
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _check_batch(batch_size: int) -> None:
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be positive, not {batch_size}")

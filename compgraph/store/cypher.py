@@ -1,0 +1,112 @@
+"""Cypher text for the store's own statements.
+
+Only identifiers from :mod:`compgraph.schema` are spliced into the text (checked
+by :func:`ident`); every value travels as a ``$parameter``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from compgraph.schema import INDEXED, META, UNIQUE_KEY_LABELS, NodeKind, RelKind
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def ident(name: str) -> str:
+    """Return ``name`` if it is a plain identifier, else raise (never splice user text)."""
+    if not _IDENT.match(name):
+        raise ValueError(f"not a plain identifier: {name!r}")
+    return name
+
+
+def labels(kind: NodeKind) -> str:
+    return "".join(f":{ident(label)}" for label in kind.labels)
+
+
+def schema_statements() -> list[str]:
+    """Uniqueness constraints and indexes, each idempotent."""
+    stmts = [
+        f"CREATE CONSTRAINT {ident(label.lower() + '_uid')} IF NOT EXISTS "
+        f"FOR (n:{ident(label)}) REQUIRE n.uid IS UNIQUE"
+        for label in UNIQUE_KEY_LABELS
+    ]
+    stmts += [
+        f"CREATE INDEX {ident(label.lower() + '_' + prop)} IF NOT EXISTS "
+        f"FOR (n:{ident(label)}) ON (n.{ident(prop)})"
+        for label, prop in INDEXED
+    ]
+    return stmts
+
+
+READ_SCHEMA_VERSION = f"MATCH (m:{ident(META.key_label)} {{uid: $uid}}) RETURN m.schema_version AS v"
+WRITE_SCHEMA_VERSION = (
+    f"MERGE (m:{ident(META.key_label)} {{uid: $uid}}) SET m.schema_version = $v"
+)
+
+
+def lookup_uids(label: str) -> str:
+    """Rows ``{uid}`` for the given uids that exist under ``label``."""
+    return f"UNWIND $uids AS u MATCH (n:{ident(label)} {{uid: u}}) RETURN n.uid AS uid"
+
+
+def lookup_rids(label: str) -> str:
+    """Rows ``{uid, rid}``: the engine's record id of each existing uid (ArcadeDB only)."""
+    return f"UNWIND $uids AS u MATCH (n:{ident(label)} {{uid: u}}) RETURN n.uid AS uid, id(n) AS rid"
+
+
+def create_nodes(kind: NodeKind) -> str:
+    return f"UNWIND $rows AS r CREATE (n{labels(kind)}) SET n = r.props, n.uid = r.uid"
+
+
+def update_nodes(kind: NodeKind) -> str:
+    return (
+        f"UNWIND $rows AS r MATCH (n:{ident(kind.key_label)} {{uid: r.uid}}) "
+        "SET n += r.props"
+    )
+
+
+def _key_map(rel: RelKind) -> str:
+    if not rel.key:
+        return ""
+    return " {" + ", ".join(f"{ident(k)}: r.key.{ident(k)}" for k in rel.key) + "}"
+
+
+def merge_edges(rel: RelKind) -> str:
+    """MERGE each row's edge; returns how many rows found both endpoints."""
+    return (
+        f"UNWIND $rows AS r "
+        f"MATCH (a:{ident(rel.source.key_label)} {{uid: r.src}}) "
+        f"MATCH (b:{ident(rel.target.key_label)} {{uid: r.dst}}) "
+        f"MERGE (a)-[e:{ident(rel.type)}{_key_map(rel)}]->(b) "
+        "SET e += r.props RETURN count(e) AS n"
+    )
+
+
+def create_edges(rel: RelKind) -> str:
+    return (
+        f"UNWIND $rows AS r "
+        f"MATCH (a:{ident(rel.source.key_label)} {{uid: r.src}}) "
+        f"MATCH (b:{ident(rel.target.key_label)} {{uid: r.dst}}) "
+        f"CREATE (a)-[e:{ident(rel.type)}]->(b) SET e = r.props RETURN count(e) AS n"
+    )
+
+
+def existing_edges(rel: RelKind) -> str:
+    """Every edge of this type leaving the given sources: src, dst and all properties."""
+    return (
+        f"UNWIND $uids AS u MATCH (a:{ident(rel.source.key_label)} {{uid: u}})"
+        f"-[e:{ident(rel.type)}]->(b:{ident(rel.target.key_label)}) "
+        "RETURN u AS src, b.uid AS dst, properties(e) AS props"
+    )
+
+
+def update_edges(rel: RelKind) -> str:
+    where = " AND ".join(f"e.{ident(k)} = r.key.{ident(k)}" for k in rel.key)
+    return (
+        f"UNWIND $rows AS r "
+        f"MATCH (a:{ident(rel.source.key_label)} {{uid: r.src}})"
+        f"-[e:{ident(rel.type)}]->(b:{ident(rel.target.key_label)} {{uid: r.dst}}) "
+        + (f"WHERE {where} " if where else "")
+        + "SET e += r.props"
+    )

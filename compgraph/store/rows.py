@@ -1,0 +1,127 @@
+"""Turning polars frames into parameter rows, and query records into frames.
+
+Both stores share this; neither engine sees a DataFrame.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
+
+import polars as pl
+
+from compgraph.errors import ConfigError
+from compgraph.schema import RelKind
+
+SOURCE = "src"
+TARGET = "dst"
+
+_SCALAR = (bool, int, float, str)
+
+
+@dataclass(frozen=True)
+class NodeRow:
+    uid: str
+    props: dict[str, Any]
+
+    def param(self) -> dict[str, Any]:
+        return {"uid": self.uid, "props": self.props}
+
+
+@dataclass(frozen=True)
+class EdgeRow:
+    src: str
+    dst: str
+    key: dict[str, Any]
+    props: dict[str, Any]
+
+    @property
+    def identity(self) -> tuple:
+        return (self.src, self.dst, *self.key.values())
+
+    def param(self) -> dict[str, Any]:
+        return {"src": self.src, "dst": self.dst, "key": self.key, "props": self.props}
+
+    def all_props(self) -> dict[str, Any]:
+        return {**self.key, **self.props}
+
+
+def _check_value(column: str, value: Any) -> Any:
+    """A property value a property graph can store: a scalar or a list of one scalar type."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if value is None or isinstance(value, _SCALAR):
+        return value
+    if isinstance(value, list):
+        kinds = {float if type(v) is int else type(v) for v in value}  # ints mix with floats
+        if len(kinds) > 1 or not kinds <= set(_SCALAR):
+            raise ConfigError(
+                f"column {column!r}: a list property must hold scalars of one type and no "
+                f"nulls, got {sorted(k.__name__ for k in kinds)}"
+            )
+        return value
+    raise ConfigError(
+        f"column {column!r}: property values must be scalars or lists of scalars, "
+        f"got {type(value).__name__}"
+    )
+
+
+def _records(frame: pl.DataFrame, required: tuple[str, ...]) -> Iterator[dict[str, Any]]:
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise ConfigError(f"frame lacks column(s) {', '.join(missing)}")
+    for column in required:
+        if frame[column].null_count():
+            raise ConfigError(f"column {column!r} has nulls")
+    yield from frame.iter_rows(named=True)
+
+
+def _props(record: dict[str, Any], skip: Iterable[str]) -> dict[str, Any]:
+    skip = set(skip)
+    out = {}
+    for name, value in record.items():
+        if name in skip:
+            continue
+        value = _check_value(name, value)
+        if value is not None:  # a null means "not measured": never erase a stored value
+            out[name] = value
+    return out
+
+
+def node_rows(frame: pl.DataFrame) -> list[NodeRow]:
+    """Validated rows, one per uid (the last row of a uid wins)."""
+    rows: dict[str, NodeRow] = {}
+    for record in _records(frame, ("uid",)):
+        uid = str(record["uid"])
+        rows[uid] = NodeRow(uid, _props(record, ("uid",)))
+    return list(rows.values())
+
+
+def edge_rows(rel: RelKind, frame: pl.DataFrame) -> list[EdgeRow]:
+    """Validated rows, one per edge identity (the last row wins)."""
+    rows: dict[tuple, EdgeRow] = {}
+    for record in _records(frame, (SOURCE, TARGET, *rel.key)):
+        key = {k: _check_value(k, record[k]) for k in rel.key}
+        row = EdgeRow(str(record[SOURCE]), str(record[TARGET]), key,
+                      _props(record, (SOURCE, TARGET, *rel.key)))
+        rows[row.identity] = row
+    return list(rows.values())
+
+
+def chunks(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def to_frame(records: list[dict[str, Any]], columns: list[str] | None = None) -> pl.DataFrame:
+    """Query records as a frame; keeps column order and survives mixed-type columns."""
+    if not records:
+        return pl.DataFrame({c: [] for c in columns or []})
+    columns = columns or list(records[0].keys())
+    data = {c: [r.get(c) for r in records] for c in columns}
+    try:
+        return pl.DataFrame(data, strict=False)
+    except (TypeError, ValueError, pl.exceptions.PolarsError):
+        # Heterogeneous values (say ints and strings in one column): keep them as objects.
+        return pl.DataFrame({c: pl.Series(c, v, dtype=pl.Object) for c, v in data.items()})
