@@ -13,7 +13,9 @@ default 2g) and log location are fixed by the first store opened.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +42,24 @@ java.util.logging.FileHandler.formatter = java.util.logging.SimpleFormatter
 """
 
 
-def _prepare_jvm(root: Path) -> None:
-    """Point the engine's logs and crash files into the store before the JVM starts."""
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Hide what the JVM prints to file descriptor 2 while it starts (an incubator-module
+    warning that would break the CLI's one-line errors)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _start_jvm(root: Path) -> None:
+    """Start the JVM with the engine's logs and crash files inside the store."""
     import jpype
 
     if jpype.isJVMStarted():
@@ -57,6 +75,10 @@ def _prepare_jvm(root: Path) -> None:
         f"-Djava.util.logging.config.file={props}",
     ]).strip()
     os.environ.setdefault("ARCADEDB_JVM_ERROR_FILE", str(log_dir / "hs_err_pid%p.log"))
+    from arcadedb_embedded.jvm import start_jvm
+
+    with _quiet_stderr():
+        start_jvm(heap_size=None)
 
 
 def _type_name(kind: NodeKind) -> str:
@@ -105,7 +127,7 @@ class EmbeddedStore(BaseStore):
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise StoreUnavailable(f"cannot create store directory {self.root}: {err.strerror}") from err
-        _prepare_jvm(self.root)
+        _start_jvm(self.root)
         import arcadedb_embedded as arcade
 
         self._arcade = arcade

@@ -114,14 +114,18 @@ def chunks(items: list, size: int) -> Iterator[list]:
         yield items[start:start + size]
 
 
+def _series(name: str, values: list[Any]) -> pl.Series:
+    try:
+        return pl.Series(name, values)
+    except (TypeError, ValueError, OverflowError, pl.exceptions.PolarsError):
+        if all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in values):
+            return pl.Series(name, [None if v is None else float(v) for v in values], dtype=pl.Float64)
+        return pl.Series(name, values, dtype=pl.Object)  # truly mixed: keep the values as they are
+
+
 def to_frame(records: list[dict[str, Any]], columns: list[str] | None = None) -> pl.DataFrame:
-    """Query records as a frame; keeps column order and survives mixed-type columns."""
+    """Query records as a frame; keeps column order; a mixed column never loses values."""
     if not records:
         return pl.DataFrame({c: [] for c in columns or []})
     columns = columns or list(records[0].keys())
-    data = {c: [r.get(c) for r in records] for c in columns}
-    try:
-        return pl.DataFrame(data, strict=False)
-    except (TypeError, ValueError, pl.exceptions.PolarsError):
-        # Heterogeneous values (say ints and strings in one column): keep them as objects.
-        return pl.DataFrame({c: pl.Series(c, v, dtype=pl.Object) for c, v in data.items()})
+    return pl.DataFrame([_series(c, [r.get(c) for r in records]) for c in columns])

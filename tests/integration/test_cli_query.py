@@ -1,0 +1,99 @@
+"""`compgraph query` and `compgraph info` through click's CliRunner."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from compgraph.cli import main
+
+from bolt_server import PASSWORD
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):
+    monkeypatch.setenv("COMPGRAPH_STORE", str(tmp_path / "kb"))
+    runner = CliRunner()
+
+    def invoke(*args, input=None):
+        return runner.invoke(main, list(args), input=input, catch_exceptions=False)
+
+    return invoke
+
+
+def one_line_error(result, *needles):
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_return_one_as_json_embedded(run):
+    result = run("query", "RETURN 1 AS x", "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == '[{"x": 1}]'
+
+
+def test_return_one_as_json_over_bolt(run, bolt_env):
+    uri, database = bolt_env
+    result = run("query", "RETURN 1 AS x", "--format", "json", "--store", uri, "--database", database)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == '[{"x": 1}]'
+
+
+def test_write_without_flag_is_refused_and_changes_nothing(run):
+    one_line_error(run("query", "CREATE (:X)"), "--write")
+    count = run("query", "MATCH (n:X) RETURN count(n) AS c", "--format", "json")
+    assert json.loads(count.stdout) == [{"c": 0}]
+    assert run("query", "CREATE (:X)", "--write").exit_code == 0
+    assert json.loads(run("query", "MATCH (n:X) RETURN count(n) AS c", "--format", "json").stdout) == [{"c": 1}]
+
+
+def test_syntax_error_and_missing_parameter(run):
+    one_line_error(run("query", "MATCH (n RETURN n"), "syntax")
+    one_line_error(run("query", "RETURN $a AS a"), "parameter")
+
+
+def test_unreachable_bolt_and_wrong_password(run, bolt_env, monkeypatch):
+    one_line_error(run("query", "RETURN 1", "--store", "bolt://127.0.0.1:9"), "cannot reach")
+    uri, database = bolt_env
+    monkeypatch.setenv("NEO4J_PASSWORD", "wrong-" + PASSWORD)
+    result = run("query", "RETURN 1", "--store", uri, "--database", database)
+    one_line_error(result, "authentication failed")
+    assert "wrong-" not in result.output  # the password is never echoed
+
+
+def test_params_typed_and_from_json_file(run, tmp_path):
+    (tmp_path / "p.json").write_text(json.dumps({"l": [1, 2], "s": "a'b"}))
+    result = run("query", "RETURN $i AS i, $f AS f, $s AS s, $l AS l, $t AS t", "--param", "i=3",
+                 "--param", "f=0.5", "--param", "t=plain text", "--params-json", str(tmp_path / "p.json"),
+                 "--format", "json")
+    assert json.loads(result.stdout) == [{"i": 3, "f": 0.5, "s": "a'b", "l": [1, 2], "t": "plain text"}]
+
+
+def test_csv_and_table_formats(run):
+    csv = run("query", "RETURN 1 AS a, [1, 2] AS l, 'x,y' AS s", "--format", "csv")
+    assert csv.stdout.splitlines() == ["a,l,s", '1,"[1, 2]","x,y"']
+    table = run("query", "RETURN 1 AS a")
+    assert "a" in table.stdout and "1 row(s)" in table.stdout
+
+
+def test_bad_param_syntax_and_unknown_named_query(run):
+    one_line_error(run("query", "RETURN 1", "--param", "novalue"), "NAME=VALUE")
+    one_line_error(run("query", "--named", "no_such_query"), "no named query")
+    one_line_error(run("query"), "CYPHER")
+
+
+def test_info_counts(run):
+    run("query", "CREATE (:Component:Neuron {uid: 'a'})-[:CONNECTS {kind: 'v'}]->(:Component:Neuron {uid: 'b'})",
+        "--write")
+    result = run("info", "--format", "json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["labels"]["Neuron"] == 2 and info["labels"]["Component"] == 2
+    assert info["relationships"] == {"CONNECTS": 1}
+    assert info["schema_version"] == 1
