@@ -10,7 +10,9 @@ of magnitude slower than this in ArcadeDB; on Neo4j the split costs nothing.)
 
 Edge merge: every distinct endpoint is checked first, so rows naming a missing
 node raise :class:`MissingEndpointError` before anything of the call is written
-(or are skipped and counted, with ``on_missing="skip"``).
+(or are skipped and counted, with ``on_missing="skip"``). The edges already leaving
+the call's sources are read once; rows whose edge exists with the same properties
+are left alone, changed ones are updated, new ones created in batches.
 """
 
 from __future__ import annotations
@@ -98,9 +100,11 @@ class BaseStore(ABC):
     def _create_nodes(self, kind: NodeKind, rows: list[NodeRow]) -> None:
         self._write([(cypher.create_nodes(kind), {"rows": [r.param() for r in rows]})])
 
-    def _create_edges(self, rel: RelKind, rows: list[EdgeRow]) -> None:
-        params = [{"src": r.src, "dst": r.dst, "props": r.all_props()} for r in rows]
-        self._write([(cypher.create_edges(rel), {"rows": params})])
+    def _create_edges(self, rel: RelKind, rows: list[EdgeRow], batch_size: int) -> None:
+        """Create edges known not to exist yet, one transaction per batch."""
+        for batch in chunks(rows, batch_size):
+            params = [{"src": r.src, "dst": r.dst, "props": r.all_props()} for r in batch]
+            self._write([(cypher.create_edges(rel), {"rows": params})])
 
     def _note_existing(self, label: str, uids: list[str]) -> set[str]:
         """Which of ``uids`` exist under ``label`` (subclasses may cache)."""
@@ -154,21 +158,9 @@ class BaseStore(ABC):
             raise ConfigError(f"on_missing must be 'error' or 'skip', not {on_missing!r}")
         prepared = edge_rows(rel, rows)
         prepared, skipped = self._drop_missing_endpoints(rel, prepared, on_missing)
-        result = WriteResult(skipped=skipped)
-        for batch in chunks(prepared, batch_size):
-            result += self._merge_edge_batch(rel, batch)
-        return result
-
-    def _merge_edge_batch(self, rel: RelKind, batch: list[EdgeRow]) -> WriteResult:
-        """Create edges not yet there, update those whose properties differ."""
-        stored: dict[tuple, dict[str, Any]] = {}
-        sources = list(dict.fromkeys(r.src for r in batch))
-        for uids in chunks(sources, LOOKUP_BATCH):
-            for rec in self._read(cypher.existing_edges(rel), {"uids": uids}):
-                props = rec["props"] or {}
-                stored[(rec["src"], rec["dst"], *(props.get(k) for k in rel.key))] = props
+        stored = self._stored_edges(rel, list(dict.fromkeys(r.src for r in prepared)))
         new, changed, same = [], [], 0
-        for row in batch:
+        for row in prepared:
             before = stored.get(row.identity)
             if before is None:
                 new.append(row)
@@ -176,11 +168,20 @@ class BaseStore(ABC):
                 changed.append(row)
             else:
                 same += 1
-        if changed:
-            self._write([(cypher.update_edges(rel), {"rows": [r.param() for r in changed]})])
+        for batch in chunks(changed, batch_size):
+            self._write([(cypher.update_edges(rel), {"rows": [r.param() for r in batch]})])
         if new:
-            self._create_edges(rel, new)
-        return WriteResult(created=len(new), updated=len(changed), unchanged=same)
+            self._create_edges(rel, new, batch_size)
+        return WriteResult(created=len(new), updated=len(changed), unchanged=same, skipped=skipped)
+
+    def _stored_edges(self, rel: RelKind, sources: list[str]) -> dict[tuple, dict[str, Any]]:
+        """Properties of the edges of this type already leaving ``sources``, by identity."""
+        stored: dict[tuple, dict[str, Any]] = {}
+        for uids in chunks(sources, LOOKUP_BATCH):
+            for rec in self._read(cypher.existing_edges(rel), {"uids": uids}):
+                props = rec["props"] or {}
+                stored[(rec["src"], rec["dst"], *(props.get(k) for k in rel.key))] = props
+        return stored
 
     def _drop_missing_endpoints(self, rel: RelKind, prepared: list[EdgeRow],
                                 on_missing: OnMissing) -> tuple[list[EdgeRow], int]:

@@ -86,19 +86,6 @@ def _type_name(kind: NodeKind) -> str:
     return "~".join(sorted(kind.labels))
 
 
-def _to_python(value: Any) -> Any:
-    """Engine records (vertices, edges) as property dicts; everything else as converted."""
-    if hasattr(value, "propertiesAsMap"):
-        from arcadedb_embedded import convert_java_to_python
-
-        return {str(k): convert_java_to_python(v) for k, v in dict(value.propertiesAsMap()).items()}
-    if isinstance(value, list):
-        return [_to_python(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _to_python(v) for k, v in value.items()}
-    return value
-
-
 def _store_error(err: Exception) -> StoreError:
     """One line from the engine's message, in compgraph's error tree."""
     text = str(err)
@@ -120,7 +107,10 @@ class EmbeddedStore(BaseStore):
     def __init__(self, path: str | os.PathLike = DEFAULT_PATH):
         self.root = Path(path).expanduser().resolve()
         self.location = str(self.root)
-        self._rids: dict[str, str] = {}  # uid -> RID for nodes seen by this process
+        # What this process wrote itself (the directory lock keeps other writers out):
+        self._rids: dict[tuple[str, str], str] = {}  # (key label, uid) -> RID of nodes seen
+        self._created: set[str] = set()  # nodes created here, so without edges not written here
+        self._sources: dict[str, set[str]] = {}  # rel type -> uids given outgoing edges here
         if self.root.exists() and not self.root.is_dir():
             raise StoreUnavailable(f"store path {self.root} is a file, not a directory")
         try:
@@ -162,7 +152,7 @@ class EmbeddedStore(BaseStore):
 
     def _read(self, statement: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         try:
-            return [_to_python_row(r) for r in self._db.query("opencypher", statement, params)]
+            return self._db.query("opencypher", statement, params).to_json_list()
         except self._arcade.ArcadeDBError as err:
             raise _store_error(err) from err
 
@@ -175,7 +165,7 @@ class EmbeddedStore(BaseStore):
             with self._db.transaction():
                 for statement, params in statements:
                     result = self._db.command("opencypher", statement, params)
-                    rows = [_to_python_row(r) for r in result] if result is not None else []
+                    rows = result.to_json_list() if result is not None else []
         except self._arcade.ArcadeDBError as err:
             raise _store_error(err) from err
         return rows
@@ -187,33 +177,51 @@ class EmbeddedStore(BaseStore):
                 rids = batch.create_vertices(_type_name(kind), records)
         except self._arcade.ArcadeDBError as err:
             raise _store_error(err) from err
-        self._rids.update(zip((r.uid for r in rows), rids))
+        self._rids.update(((kind.key_label, r.uid), rid) for r, rid in zip(rows, rids))
+        self._created.update(r.uid for r in rows)
 
-    def _create_edges(self, rel: RelKind, rows: list[EdgeRow]) -> None:
+    def _note_existing(self, label: str, uids: list[str]) -> set[str]:
+        """Known RIDs answer without a query; the rest are looked up and remembered."""
+        self._resolve_rids(label, uids)
+        return {u for u in uids if (label, u) in self._rids}
+
+    def _stored_edges(self, rel: RelKind, sources: list[str]) -> dict[tuple, dict[str, Any]]:
+        """Sources created here and never given an edge of this type need no query."""
+        given = self._sources.get(rel.type, set())
+        unknown = [u for u in sources if u not in self._created or u in given]
+        return super()._stored_edges(rel, unknown) if unknown else {}
+
+    def _create_edges(self, rel: RelKind, rows: list[EdgeRow], batch_size: int) -> None:
+        """One GraphBatch for the whole call: a flush per batch cost more than the edges."""
         self._resolve_rids(rel.source.key_label, [r.src for r in rows])
         self._resolve_rids(rel.target.key_label, [r.dst for r in rows])
         try:
-            with self._db.graph_batch(batch_size=len(rows) + 1) as batch:
-                batch.new_edges([self._rids[r.src] for r in rows], rel.type,
-                                [self._rids[r.dst] for r in rows], [r.all_props() for r in rows])
+            with self._db.graph_batch(batch_size=max(batch_size, 10_000)) as batch:
+                for part in chunks(rows, batch_size):
+                    src = [self._rids[(rel.source.key_label, r.src)] for r in part]
+                    dst = [self._rids[(rel.target.key_label, r.dst)] for r in part]
+                    batch.new_edges(src, rel.type, dst, [r.all_props() for r in part])
+                    self._sources.setdefault(rel.type, set()).update(r.src for r in part)
         except self._arcade.ArcadeDBError as err:
             raise _store_error(err) from err
 
     def _resolve_rids(self, label: str, uids: list[str]) -> None:
-        unknown = [u for u in dict.fromkeys(uids) if u not in self._rids]
+        unknown = [u for u in dict.fromkeys(uids) if (label, u) not in self._rids]
         for batch in chunks(unknown, LOOKUP_BATCH):
             for rec in self._read(cypher.lookup_rids(label), {"uids": batch}):
-                self._rids[rec["uid"]] = str(rec["rid"])
+                self._rids[(label, rec["uid"])] = str(rec["rid"])
 
     # ---- public -------------------------------------------------------------------------
     def query(self, statement: str, params: dict[str, Any] | None = None, *, write: bool = False) -> pl.DataFrame:
         params = params or {}
         if write:
-            self._rids.clear()  # a user's write may delete nodes; RIDs are re-read on demand
+            # a user's write may delete or rewire anything: forget what this process knew
+            self._rids.clear()
+            self._created.clear()
+            self._sources.clear()
             return to_frame(self._run_in_transaction([(statement, params)]))
         try:
-            result = self._db.query("opencypher", statement, params)
-            records = [_to_python_row(r) for r in result]
+            records = self._db.query("opencypher", statement, params).to_json_list()
         except self._arcade.ArcadeDBError as err:
             raise _store_error(err) from err
         return to_frame(records)
@@ -222,7 +230,3 @@ class EmbeddedStore(BaseStore):
         db, self._db = getattr(self, "_db", None), None
         if db is not None and db.is_open():
             db.close()
-
-
-def _to_python_row(result: Any) -> dict[str, Any]:
-    return {k: _to_python(v) for k, v in result.to_dict().items()}

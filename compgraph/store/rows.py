@@ -47,6 +47,10 @@ class EdgeRow:
         return {**self.key, **self.props}
 
 
+_SCALAR_DTYPES = (pl.Boolean, pl.String, pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16,
+                  pl.UInt32, pl.UInt64, pl.Float32, pl.Float64)
+
+
 def _check_value(column: str, value: Any) -> Any:
     """A property value a property graph can store: a scalar or a list of one scalar type."""
     if isinstance(value, float) and math.isnan(value):
@@ -67,46 +71,51 @@ def _check_value(column: str, value: Any) -> Any:
     )
 
 
-def _records(frame: pl.DataFrame, required: tuple[str, ...]) -> Iterator[dict[str, Any]]:
+def _clean(frame: pl.DataFrame, required: tuple[str, ...], identity: list[str]) -> pl.DataFrame:
+    """Check columns, turn NaN into null, keep the last row of each identity."""
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise ConfigError(f"frame lacks column(s) {', '.join(missing)}")
     for column in required:
         if frame[column].null_count():
             raise ConfigError(f"column {column!r} has nulls")
-    yield from frame.iter_rows(named=True)
+    fixes = []
+    for name, dtype in frame.schema.items():
+        if isinstance(dtype, _SCALAR_DTYPES) or dtype in _SCALAR_DTYPES:
+            if dtype in (pl.Float32, pl.Float64):
+                fixes.append(pl.col(name).fill_nan(None))
+        elif isinstance(dtype, pl.List) and dtype.inner in _SCALAR_DTYPES:
+            if frame[name].list.eval(pl.element().is_null().any()).list.first().any():
+                raise ConfigError(f"column {name!r}: a list property must not hold nulls")
+        elif dtype == pl.Null:
+            continue
+        else:  # structs, objects, nested lists: check value by value for a precise message
+            for value in frame[name].to_list():
+                _check_value(name, value)
+    if fixes:
+        frame = frame.with_columns(fixes)
+    return frame.unique(subset=identity, keep="last", maintain_order=True)
 
 
 def _props(record: dict[str, Any], skip: Iterable[str]) -> dict[str, Any]:
-    skip = set(skip)
-    out = {}
-    for name, value in record.items():
-        if name in skip:
-            continue
-        value = _check_value(name, value)
-        if value is not None:  # a null means "not measured": never erase a stored value
-            out[name] = value
-    return out
+    # a null means "not measured": never erase a stored value
+    return {k: v for k, v in record.items() if v is not None and k not in skip}
 
 
 def node_rows(frame: pl.DataFrame) -> list[NodeRow]:
     """Validated rows, one per uid (the last row of a uid wins)."""
-    rows: dict[str, NodeRow] = {}
-    for record in _records(frame, ("uid",)):
-        uid = str(record["uid"])
-        rows[uid] = NodeRow(uid, _props(record, ("uid",)))
-    return list(rows.values())
+    frame = _clean(frame, ("uid",), ["uid"]).with_columns(pl.col("uid").cast(pl.String))
+    return [NodeRow(r["uid"], _props(r, ("uid",))) for r in frame.iter_rows(named=True)]
 
 
 def edge_rows(rel: RelKind, frame: pl.DataFrame) -> list[EdgeRow]:
     """Validated rows, one per edge identity (the last row wins)."""
-    rows: dict[tuple, EdgeRow] = {}
-    for record in _records(frame, (SOURCE, TARGET, *rel.key)):
-        key = {k: _check_value(k, record[k]) for k in rel.key}
-        row = EdgeRow(str(record[SOURCE]), str(record[TARGET]), key,
-                      _props(record, (SOURCE, TARGET, *rel.key)))
-        rows[row.identity] = row
-    return list(rows.values())
+    identity = [SOURCE, TARGET, *rel.key]
+    frame = _clean(frame, tuple(identity), identity).with_columns(
+        pl.col(SOURCE).cast(pl.String), pl.col(TARGET).cast(pl.String))
+    skip = set(identity)
+    return [EdgeRow(r[SOURCE], r[TARGET], {str(k): r[k] for k in rel.key}, _props(r, skip))
+            for r in frame.iter_rows(named=True)]
 
 
 def chunks(items: list, size: int) -> Iterator[list]:

@@ -1,0 +1,149 @@
+"""Write throughput through the GraphStore interface vs. the engine's own best bulk path.
+
+    python benchmarks/store_write.py [--nodes 200000] [--edges 1000000] [--backend embedded,bolt]
+
+Nodes carry a few scalars and a float list; edges two floats. Each backend measures
+its baseline and the interface on fresh, empty databases in the same process:
+- embedded: baseline = ArcadeDB's GraphBatch (create_vertices / new_edges) on a
+  second database; interface = EmbeddedStore.merge_nodes / merge_edges (MERGE semantics).
+- bolt: baseline = the bare neo4j driver sending `UNWIND $rows CREATE` in 10k-row
+  write transactions (the fastest thing a Bolt client can send); interface =
+  BoltStore.merge_nodes / merge_edges. Server: ArcadeDB's Bolt plugin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from compgraph import schema  # noqa: E402
+
+BATCH = 10_000
+
+
+def make_data(n_nodes: int, n_edges: int, seed: int = 0):
+    rng = random.Random(seed)
+    uids = [schema.neuron_uid("bench", i // 1000, i % 1000) for i in range(n_nodes)]
+    nodes = pl.DataFrame({
+        "uid": uids, "model": ["bench"] * n_nodes, "layer": [i // 1000 for i in range(n_nodes)],
+        "index": [i % 1000 for i in range(n_nodes)], "act_mean": [rng.random() for _ in range(n_nodes)],
+        "vec": [[rng.random() for _ in range(8)] for _ in range(n_nodes)],
+    })
+    src = [rng.randrange(n_nodes) for _ in range(n_edges)]
+    dst = [rng.randrange(n_nodes) for _ in range(n_edges)]
+    edges = pl.DataFrame({
+        "src": [uids[i] for i in src], "dst": [uids[i] for i in dst], "kind": ["bench"] * n_edges,
+        "weight": [rng.random() for _ in range(n_edges)], "score": [rng.random() for _ in range(n_edges)],
+    }).unique(subset=["src", "dst", "kind"], keep="last")
+    return nodes, edges
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def interface(store, nodes, edges) -> tuple[float, float]:
+    t_nodes = timed(lambda: store.merge_nodes(schema.NEURON, nodes))
+    t_edges = timed(lambda: store.merge_edges(schema.CONNECTS, edges))
+    got = store.query("MATCH (:Neuron)-[e:CONNECTS]->(:Neuron) RETURN count(e) AS c")["c"][0]
+    assert got == edges.height, (got, edges.height)
+    return t_nodes, t_edges
+
+
+def embedded_baseline(root: Path, nodes, edges) -> tuple[float, float]:
+    from compgraph.store.embedded import EmbeddedStore
+
+    # The store sets up the JVM, types and constraints; the timed part is the engine alone.
+    with EmbeddedStore(root) as store:
+        db = store._db
+        records = nodes.to_dicts()
+        rids: list[str] = []
+
+        def create_nodes():
+            with db.graph_batch(batch_size=BATCH + 1) as batch:
+                for start in range(0, len(records), BATCH):
+                    rids.extend(batch.create_vertices("Component~Neuron", records[start:start + BATCH]))
+
+        t_nodes = timed(create_nodes)
+        rid_of = dict(zip(nodes["uid"].to_list(), rids))
+        src = [rid_of[u] for u in edges["src"].to_list()]
+        dst = [rid_of[u] for u in edges["dst"].to_list()]
+        props = edges.select("kind", "weight", "score").to_dicts()
+
+        def create_edges():
+            with db.graph_batch(batch_size=BATCH + 1) as batch:
+                for start in range(0, len(src), BATCH):
+                    batch.new_edges(src[start:start + BATCH], "CONNECTS", dst[start:start + BATCH],
+                                    props[start:start + BATCH])
+
+        return t_nodes, timed(create_edges)
+
+
+def bolt_baseline(uri: str, database: str, auth, nodes, edges) -> tuple[float, float]:
+    import neo4j
+
+    with neo4j.GraphDatabase.driver(uri, auth=auth) as driver, driver.session(database=database) as session:
+        node_rows = nodes.to_dicts()
+        edge_rows = edges.to_dicts()
+
+        def send(statement, rows):
+            for start in range(0, len(rows), BATCH):
+                session.execute_write(lambda tx, chunk=rows[start:start + BATCH]: tx.run(statement, rows=chunk).consume())
+
+        t_nodes = timed(lambda: send("UNWIND $rows AS r CREATE (n:Component:Neuron) SET n = r", node_rows))
+        t_edges = timed(lambda: send(
+            "UNWIND $rows AS r MATCH (a:Component {uid: r.src}) MATCH (b:Component {uid: r.dst}) "
+            "CREATE (a)-[e:CONNECTS {kind: r.kind, weight: r.weight, score: r.score}]->(b)", edge_rows))
+        session.run("MATCH (n) DETACH DELETE n").consume()
+    return t_nodes, t_edges
+
+
+def report(name: str, n_nodes: int, n_edges: int, base, mine) -> None:
+    rows = [("nodes", n_nodes, base[0], mine[0]), ("edges", n_edges, base[1], mine[1])]
+    for what, n, b, m in rows:
+        print(f"{name:9s} {what:5s} {n:>9,d}  engine bulk {n / b:>9,.0f}/s  compgraph {n / m:>9,.0f}/s  "
+              f"ratio {b / m:5.2f}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nodes", type=int, default=200_000)
+    parser.add_argument("--edges", type=int, default=1_000_000)
+    parser.add_argument("--backend", default="embedded,bolt")
+    args = parser.parse_args()
+    nodes, edges = make_data(args.nodes, args.edges)
+    print(f"{nodes.height:,} nodes, {edges.height:,} distinct edges; ratio = compgraph / engine bulk rate", flush=True)
+    backends = args.backend.split(",")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if "embedded" in backends:
+            from compgraph.store.embedded import EmbeddedStore
+
+            base = embedded_baseline(tmp / "baseline", nodes, edges)
+            with EmbeddedStore(tmp / "compgraph") as store:
+                mine = interface(store, nodes, edges)
+            report("embedded", nodes.height, edges.height, base, mine)
+        if "bolt" in backends:
+            from bolt_server import DATABASE, PASSWORD, arcade_bolt_server
+
+            from compgraph.store.bolt import BoltStore
+
+            with arcade_bolt_server(tmp / "server") as uri:
+                base = bolt_baseline(uri, DATABASE, ("root", PASSWORD), nodes, edges)
+                with BoltStore(uri, database=DATABASE, user="root", password=PASSWORD) as store:
+                    mine = interface(store, nodes, edges)
+            report("bolt", nodes.height, edges.height, base, mine)
+
+
+if __name__ == "__main__":
+    main()

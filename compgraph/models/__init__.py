@@ -1,0 +1,1 @@
+"""Models: loading, architecture adapters, canonical weights and hooks."""

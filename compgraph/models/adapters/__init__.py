@@ -1,0 +1,1 @@
+"""One small declarative module per architecture family; see registry.py."""
