@@ -7,6 +7,7 @@ the driver) happen inside the commands, never at import time.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -140,6 +141,79 @@ def info(fmt, store, database):
     click.echo(f"store: {summary.location}\nschema version: {summary.schema_version}")
     emit(summary.labels, "table", "nodes per label")
     emit(summary.relationships, "table", "relationships per type")
+
+
+@main.command()
+@click.argument("model")
+@click.option("--name", default=None, help="The :Model node's name [default: derived from MODEL].")
+@click.option("--extract", default="neurons,heads,experts", show_default=True,
+              help="Comma list of extractors: neurons, heads, experts.")
+@click.option("--top-k", type=int, default=10, show_default=True, help="Tokens per component and sign.")
+@click.option("--corpus", default=None, metavar="FILE", help="JSONL ({\"text\": ...}) or text corpus.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--dtype", default="auto", show_default=True, help="auto, float32, bfloat16 or float16.")
+@click.option("--batch-size", type=int, default=8, show_default=True, help="Sequences per forward pass.")
+@click.option("--seq-len", type=int, default=128, show_default=True, help="Tokens per corpus sequence.")
+@click.option("--max-tokens", type=int, default=None, help="Read at most this many corpus tokens.")
+@store_options
+@handle_errors
+def ingest(model, name, extract, top_k, corpus, device, dtype, batch_size, seq_len, max_tokens, store, database):
+    """Extract MODEL's components into the store (resumable; re-running changes nothing).
+
+    MODEL: a .gguf file, a model directory, an org/name hub id, or packaged:smollm2.
+    """
+    from compgraph.config import IngestConfig
+    from compgraph.ingest import ingest as run_ingest
+    from compgraph.models import loading
+    from compgraph.store.factory import open_store
+
+    cfg = IngestConfig(model=model, name=name, extract=tuple(e.strip() for e in extract.split(",") if e.strip()),
+                       top_k=top_k, corpus=corpus, device=device, dtype=dtype, batch_size=batch_size,
+                       seq_len=seq_len, max_tokens=max_tokens)
+    from compgraph.extract.data import load_corpus
+
+    load_corpus(cfg.corpus)  # a bad corpus fails before anything is opened
+    loading.load_config(loading.resolve(cfg.model))  # a bad model fails before the store is touched
+    with open_store(store, database=database) as graph, _progress() as tick:
+        report = run_ingest(graph, cfg, progress=tick)
+    if report.status == "already complete":
+        click.echo(f"{report.model}: run {report.run} is already complete; nothing written")
+    else:
+        click.echo(f"{report.model}: run {report.run} complete; {len(report.shards_written)} shard(s) written, "
+                   f"{report.shards_skipped} already done")
+
+
+@main.command()
+@click.argument("model_name")
+@click.option("--limit", type=int, default=5, show_default=True)
+@store_options
+@handle_errors
+def report(model_name, limit, store, database):
+    """A short report on an ingested model, through the named queries."""
+    from compgraph.library import named_query
+    from compgraph.schema import HEAD_SCORES
+    from compgraph.store.factory import open_store
+
+    with open_store(store, database=database) as graph:
+        emit(graph.query(named_query("model_summary").text, {"model": model_name}), "table", f"{model_name}")
+        for score in HEAD_SCORES:
+            frame = graph.query(named_query("top_heads").text, {"model": model_name, "score": str(score), "limit": limit})
+            emit(frame, "table", f"top heads by {score}")
+        emit(graph.query(named_query("neuron_tokens").text, {"model": model_name, "limit": limit, "k": 5}),
+             "table", "neurons with the strongest token outputs (via out)")
+
+
+@contextlib.contextmanager
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  transient=False) as bar:
+        def tick(stage: str, total: int):
+            task = bar.add_task(stage, total=total)
+            return lambda: bar.advance(task)
+
+        yield tick
 
 
 @main.command("queries")

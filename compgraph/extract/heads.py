@@ -65,36 +65,26 @@ def _patterns(model, batch: torch.Tensor) -> list[torch.Tensor]:
 @torch.no_grad()
 def pattern_scores(model, data: HeadData, progress=None) -> dict[str, torch.Tensor]:
     """Scores that read attention patterns: each [n_layers, n_heads]."""
-    sums = {name: 0.0 for name in ("sink", "prev", "entropy")}
-    n_text = 0
+    text: dict[str, list[torch.Tensor]] = {"sink": [], "prev": [], "entropy": []}
     for batch in data.text:
-        for layer, pattern in enumerate(_patterns(model, batch)):
+        per_layer = {name: [] for name in text}
+        for pattern in _patterns(model, batch):
             q = pattern[:, :, 1:, :]  # query positions >= 1
-            diag = torch.diagonal(pattern, offset=-1, dim1=2, dim2=3)  # A(q, q-1)
-            stats = {
-                "sink": q[..., 0].mean(-1).sum(0),
-                "prev": diag.mean(-1).sum(0),
-                "entropy": -(q * q.clamp_min(1e-12).log()).sum(-1).mean(-1).sum(0),
-            }
-            for name, value in stats.items():
-                if layer == 0 and not isinstance(sums[name], list):
-                    sums[name] = []
-                if len(sums[name]) <= layer:
-                    sums[name].append(torch.zeros_like(value))
-                sums[name][layer] += value
-        n_text += batch.shape[0]
+            per_layer["sink"].append(q[..., 0].mean(-1).sum(0))
+            per_layer["prev"].append(torch.diagonal(pattern, offset=-1, dim1=2, dim2=3).mean(-1).sum(0))
+            per_layer["entropy"].append(-(q * q.clamp_min(1e-12).log()).sum(-1).mean(-1).sum(0))
+        for name, rows in per_layer.items():
+            text[name].append(torch.stack(rows))
         if progress is not None:
             progress()
-    scores = {name: torch.stack(v) / n_text for name, v in sums.items()}
+    n_text = sum(b.shape[0] for b in data.text)
+    scores = {name: torch.stack(parts).sum(0) / n_text for name, parts in text.items()}
 
     L = data.repeat_len
-    induction, duplicate = [], []
-    second = torch.arange(L + 1, 2 * L + 1)  # positions of the second copy
-    for layer_pattern in _patterns(model, data.repeated):
-        induction.append(layer_pattern[:, :, second[:-1], second[:-1] - L + 1].diagonal(dim1=2, dim2=3).mean((0, 2)))
-        duplicate.append(layer_pattern[:, :, second, second - L].diagonal(dim1=2, dim2=3).mean((0, 2)))
-    scores["induction"] = torch.stack(induction)
-    scores["duplicate"] = torch.stack(duplicate)
+    second = torch.arange(L + 1, 2 * L + 1)  # query positions in the second copy
+    patterns = _patterns(model, data.repeated)
+    scores["induction"] = torch.stack([p[:, :, second[:-1], second[:-1] - L + 1].mean((0, 2)) for p in patterns])
+    scores["duplicate"] = torch.stack([p[:, :, second, second - L].mean((0, 2)) for p in patterns])
     scores["retrieval"] = retrieval_scores(model, data)
     return scores
 

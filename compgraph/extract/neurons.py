@@ -131,7 +131,8 @@ def activation_stats(model, adapter: Adapter, batches: list[torch.Tensor], *, mo
             acc.active.add_(positive)
             sel = act[tracked_mask]
             acc.by_token.index_add_(0, slots[tracked_mask], sel)
-            acc.by_token_max.index_reduce_(0, slots[tracked_mask], sel, "amax")
+            index = slots[tracked_mask].unsqueeze(1).expand(-1, sel.shape[1])
+            acc.by_token_max.scatter_reduce_(0, index, sel, "amax")
         if progress is not None:
             progress()
     for layer, acc in enumerate(accs):

@@ -51,8 +51,12 @@ def lookup_uids(label: str) -> str:
 
 
 def lookup_rids(label: str) -> str:
-    """Rows ``{uid, rid}``: the engine's record id of each existing uid (ArcadeDB only)."""
-    return f"UNWIND $uids AS u MATCH (n:{ident(label)} {{uid: u}}) RETURN n.uid AS uid, id(n) AS rid"
+    """Rows ``{uid, rid}``: ArcadeDB's record id (``#bucket:position``) of each existing uid.
+
+    ``elementId`` is the RID there; it changes only when a node's labels change, which
+    compgraph never does. (``id(n)`` is an encoded integer the bulk API does not take.)
+    """
+    return f"UNWIND $uids AS u MATCH (n:{ident(label)} {{uid: u}}) RETURN n.uid AS uid, elementId(n) AS rid"
 
 
 def create_nodes(kind: NodeKind) -> str:
