@@ -173,7 +173,7 @@ def ingest(model, name, extract, top_k, corpus, device, dtype, batch_size, seq_l
     from compgraph.extract.data import load_corpus
 
     load_corpus(cfg.corpus)  # a bad corpus fails before anything is opened
-    loading.load_config(loading.resolve(cfg.model))  # a bad model fails before the store is touched
+    loading.inspect(cfg.model)  # a bad model fails before the store is touched
     with open_store(store, database=database) as graph, _progress() as tick:
         report = run_ingest(graph, cfg, progress=tick)
     if report.status == "already complete":

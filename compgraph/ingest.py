@@ -84,16 +84,17 @@ def ingest(store: GraphStore, cfg: IngestConfig, *, progress: Callable[[str, int
     name = cfg.name or source.default_name
     config_hash = cfg.hash(digest)
     run = schema.run_uid(name, config_hash)
-    state = store.query(_RUN_STATE, {"uid": run})
-    if state.height and state["status"][0] == "complete":
-        return IngestReport(name, run, "already complete", [], len(state["done"][0] or []))
+    found = store.query(_RUN_STATE, {"uid": run})
+    state = found.row(0, named=True) if found.height else None
+    if state and state["status"] == "complete":
+        return IngestReport(name, run, "already complete", [], len(state["done"] or []))
     if loaded is None:
         loaded = loading.load(cfg.model, device=cfg.device, dtype=cfg.dtype)
     model, tok, adapter = loaded.model, loaded.tokenizer, loaded.adapter
     tick = progress or (lambda stage, total: (lambda: None))
 
-    done = set(state["done"][0] or []) if state.height else set()
-    if not state.height:
+    done = set(state["done"] or []) if state else set()
+    if not state:
         store.merge_nodes(schema.RUN, pl.DataFrame([{
             "uid": run, "model": name, "started_at": _now(), "status": "running",
             "code_version": __version__, "schema_version": schema.SCHEMA_VERSION,

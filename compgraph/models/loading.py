@@ -165,11 +165,16 @@ def pick_dtype(dtype: str, device: str):
     return choices[dtype]
 
 
-def load(spec: str, *, device: str = "auto", dtype: str = "auto") -> LoadedModel:
-    """Resolve, check the architecture, then load weights (eager attention, eval mode)."""
+def inspect(spec: str):
+    """(source, config, adapter) without reading weights: every cheap check of a model."""
     source = resolve(spec)
     config = load_config(source)
-    adapter = adapter_for(config.model_type)
+    return source, config, adapter_for(config.model_type)
+
+
+def load(spec: str, *, device: str = "auto", dtype: str = "auto") -> LoadedModel:
+    """Resolve, check the architecture, then load weights (eager attention, eval mode)."""
+    source, config, adapter = inspect(spec)
     device = pick_device(device)
     torch_dtype = pick_dtype(dtype, device)
     from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
