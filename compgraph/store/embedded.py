@@ -170,11 +170,12 @@ class EmbeddedStore(BaseStore):
             raise _store_error(err) from err
         return rows
 
-    def _create_nodes(self, kind: NodeKind, rows: list[NodeRow]) -> None:
-        records = [{**r.props, "uid": r.uid} for r in rows]
+    def _create_nodes(self, kind: NodeKind, rows: list[NodeRow], batch_size: int) -> None:
+        rids: list[str] = []
         try:
-            with self._db.graph_batch(batch_size=len(records) + 1) as batch:
-                rids = batch.create_vertices(_type_name(kind), records)
+            with self._db.graph_batch(batch_size=max(batch_size, 10_000)) as batch:
+                for part in chunks(rows, batch_size):
+                    rids += batch.create_vertices(_type_name(kind), [{**r.props, "uid": r.uid} for r in part])
         except self._arcade.ArcadeDBError as err:
             raise _store_error(err) from err
         self._rids.update(((kind.key_label, r.uid), rid) for r, rid in zip(rows, rids))

@@ -6,8 +6,7 @@ Both stores share this; neither engine sees a DataFrame.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator, NamedTuple
 
 import polars as pl
 
@@ -20,8 +19,7 @@ TARGET = "dst"
 _SCALAR = (bool, int, float, str)
 
 
-@dataclass(frozen=True)
-class NodeRow:
+class NodeRow(NamedTuple):  # NamedTuple, not a frozen dataclass: a million are built per call
     uid: str
     props: dict[str, Any]
 
@@ -29,8 +27,7 @@ class NodeRow:
         return {"uid": self.uid, "props": self.props}
 
 
-@dataclass(frozen=True)
-class EdgeRow:
+class EdgeRow(NamedTuple):
     src: str
     dst: str
     key: dict[str, Any]
@@ -97,25 +94,33 @@ def _clean(frame: pl.DataFrame, required: tuple[str, ...], identity: list[str]) 
     return frame.unique(subset=identity, keep="last", maintain_order=True)
 
 
-def _props(record: dict[str, Any], skip: Iterable[str]) -> dict[str, Any]:
-    # a null means "not measured": never erase a stored value
-    return {k: v for k, v in record.items() if v is not None and k not in skip}
+def _prop_dicts(frame: pl.DataFrame, columns: list[str]) -> list[dict[str, Any]]:
+    """One property dict per row, built column-wise; a null means "not measured" and is
+    left out, so a merge never erases a stored value."""
+    if not columns:
+        return [{} for _ in range(frame.height)]
+    dicts = frame.select(columns).to_dicts()
+    if any(frame[c].null_count() for c in columns):
+        dicts = [{k: v for k, v in d.items() if v is not None} for d in dicts]
+    return dicts
 
 
 def node_rows(frame: pl.DataFrame) -> list[NodeRow]:
     """Validated rows, one per uid (the last row of a uid wins)."""
     frame = _clean(frame, ("uid",), ["uid"]).with_columns(pl.col("uid").cast(pl.String))
-    return [NodeRow(r["uid"], _props(r, ("uid",))) for r in frame.iter_rows(named=True)]
+    props = _prop_dicts(frame, [c for c in frame.columns if c != "uid"])
+    return [NodeRow(uid, p) for uid, p in zip(frame["uid"].to_list(), props)]
 
 
 def edge_rows(rel: RelKind, frame: pl.DataFrame) -> list[EdgeRow]:
     """Validated rows, one per edge identity (the last row wins)."""
-    identity = [SOURCE, TARGET, *rel.key]
+    key = [str(k) for k in rel.key]
+    identity = [SOURCE, TARGET, *key]
     frame = _clean(frame, tuple(identity), identity).with_columns(
         pl.col(SOURCE).cast(pl.String), pl.col(TARGET).cast(pl.String))
-    skip = set(identity)
-    return [EdgeRow(r[SOURCE], r[TARGET], {str(k): r[k] for k in rel.key}, _props(r, skip))
-            for r in frame.iter_rows(named=True)]
+    props = _prop_dicts(frame, [c for c in frame.columns if c not in identity])
+    keys = frame.select(key).to_dicts() if key else [{} for _ in range(frame.height)]
+    return [EdgeRow(s, d, k, p) for s, d, k, p in zip(frame[SOURCE].to_list(), frame[TARGET].to_list(), keys, props)]
 
 
 def chunks(items: list, size: int) -> Iterator[list]:
