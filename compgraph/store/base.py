@@ -27,7 +27,7 @@ from compgraph import schema
 from compgraph.errors import ConfigError, MissingEndpointError, SchemaVersionError
 from compgraph.schema import NodeKind, RelKind
 from compgraph.store import cypher
-from compgraph.store.rows import EdgeRow, NodeRow, chunks, edge_rows, node_rows
+from compgraph.store.rows import EdgeRow, EdgeRows, NodeRow, chunks, edge_rows, node_rows
 
 OnMissing = Literal["error", "skip"]
 
@@ -105,7 +105,7 @@ class BaseStore(ABC):
     def _create_edges(self, rel: RelKind, rows: list[EdgeRow], batch_size: int) -> None:
         """Create edges known not to exist yet, one transaction per batch."""
         for batch in chunks(rows, batch_size):
-            params = [{"src": r.src, "dst": r.dst, "props": r.all_props()} for r in batch]
+            params = [{"src": r.src, "dst": r.dst, "props": r.props} for r in batch]
             self._write([(cypher.create_edges(rel), {"rows": params})])
 
     def _note_existing(self, label: str, uids: list[str]) -> set[str]:
@@ -155,12 +155,11 @@ class BaseStore(ABC):
         _check_batch(batch_size)
         if on_missing not in ("error", "skip"):
             raise ConfigError(f"on_missing must be 'error' or 'skip', not {on_missing!r}")
-        prepared = edge_rows(rel, rows)
-        prepared, skipped = self._drop_missing_endpoints(rel, prepared, on_missing)
-        stored = self._stored_edges(rel, list(dict.fromkeys(r.src for r in prepared)))
+        prepared, skipped = self._drop_missing_endpoints(rel, edge_rows(rel, rows), on_missing)
+        stored = self._stored_edges(rel, prepared.sources)
         new, changed, same = [], [], 0
-        for row in prepared:
-            before = stored.get(row.identity)
+        for row in prepared.rows:
+            before = stored.get(prepared.identity(row)) if stored else None
             if before is None:
                 new.append(row)
             elif any(before.get(k) != v for k, v in row.props.items()):
@@ -168,7 +167,7 @@ class BaseStore(ABC):
             else:
                 same += 1
         for batch in chunks(changed, batch_size):
-            self._write([(cypher.update_edges(rel), {"rows": [r.param() for r in batch]})])
+            self._write([(cypher.update_edges(rel), {"rows": [prepared.param(r) for r in batch]})])
         if new:
             self._create_edges(rel, new, batch_size)
         return WriteResult(created=len(new), updated=len(changed), unchanged=same, skipped=skipped)
@@ -182,22 +181,25 @@ class BaseStore(ABC):
                 stored[(rec["src"], rec["dst"], *(props.get(k) for k in rel.key))] = props
         return stored
 
-    def _drop_missing_endpoints(self, rel: RelKind, prepared: list[EdgeRow],
-                                on_missing: OnMissing) -> tuple[list[EdgeRow], int]:
-        have_src = self._note_existing(rel.source.key_label, list(dict.fromkeys(r.src for r in prepared)))
-        have_dst = self._note_existing(rel.target.key_label, list(dict.fromkeys(r.dst for r in prepared)))
-        keep = [r for r in prepared if r.src in have_src and r.dst in have_dst]
-        dropped = len(prepared) - len(keep)
-        if dropped and on_missing == "error":
-            missing = [r.src for r in prepared if r.src not in have_src]
-            missing += [r.dst for r in prepared if r.dst not in have_dst]
-            missing = list(dict.fromkeys(missing))
+    def _drop_missing_endpoints(self, rel: RelKind, prepared: EdgeRows,
+                                on_missing: OnMissing) -> tuple[EdgeRows, int]:
+        """The rows whose endpoints both exist, and how many were dropped (or raise)."""
+        have_src = self._note_existing(rel.source.key_label, prepared.sources)
+        have_dst = self._note_existing(rel.target.key_label, prepared.targets)
+        if len(have_src) == len(prepared.sources) and len(have_dst) == len(prepared.targets):
+            return prepared, 0
+        keep = [r for r in prepared.rows if r.src in have_src and r.dst in have_dst]
+        dropped = len(prepared.rows) - len(keep)
+        if on_missing == "error":
+            missing = [u for u in prepared.sources if u not in have_src]
+            missing += [u for u in prepared.targets if u not in have_dst]
             raise MissingEndpointError(
                 f"{dropped} {rel.type} row(s) name nodes not in the store "
                 f"(e.g. {', '.join(missing[:3])}); nothing was written",
                 missing=missing[:10], count=dropped,
             )
-        return keep, dropped
+        return EdgeRows(keep, prepared.key, list(dict.fromkeys(r.src for r in keep)),
+                        list(dict.fromkeys(r.dst for r in keep))), dropped
 
     # ---- context manager ------------------------------------------------------------
     def __enter__(self):

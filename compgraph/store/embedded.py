@@ -201,7 +201,7 @@ class EmbeddedStore(BaseStore):
                 for part in chunks(rows, batch_size):
                     src = [self._rids[(rel.source.key_label, r.src)] for r in part]
                     dst = [self._rids[(rel.target.key_label, r.dst)] for r in part]
-                    batch.new_edges(src, rel.type, dst, [r.all_props() for r in part])
+                    batch.new_edges(src, rel.type, dst, [r.props for r in part])
                     self._sources.setdefault(rel.type, set()).update(r.src for r in part)
         except self._arcade.ArcadeDBError as err:
             raise _store_error(err) from err

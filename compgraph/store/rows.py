@@ -30,18 +30,23 @@ class NodeRow(NamedTuple):  # NamedTuple, not a frozen dataclass: a million are 
 class EdgeRow(NamedTuple):
     src: str
     dst: str
-    key: dict[str, Any]
-    props: dict[str, Any]
+    props: dict[str, Any]  # every property, the key properties included
 
-    @property
-    def identity(self) -> tuple:
-        return (self.src, self.dst, *self.key.values())
 
-    def param(self) -> dict[str, Any]:
-        return {"src": self.src, "dst": self.dst, "key": self.key, "props": self.props}
+class EdgeRows(NamedTuple):
+    """Validated edge rows with what the merge needs to know about them as a whole."""
 
-    def all_props(self) -> dict[str, Any]:
-        return {**self.key, **self.props}
+    rows: list[EdgeRow]
+    key: tuple[str, ...]
+    sources: list[str]  # distinct
+    targets: list[str]  # distinct
+
+    def identity(self, row: EdgeRow) -> tuple:
+        return (row.src, row.dst, *(row.props.get(k) for k in self.key))
+
+    def param(self, row: EdgeRow) -> dict[str, Any]:
+        return {"src": row.src, "dst": row.dst, "key": {k: row.props.get(k) for k in self.key},
+                "props": row.props}
 
 
 _SCALAR_DTYPES = (pl.Boolean, pl.String, pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16,
@@ -112,15 +117,16 @@ def node_rows(frame: pl.DataFrame) -> list[NodeRow]:
     return [NodeRow(uid, p) for uid, p in zip(frame["uid"].to_list(), props)]
 
 
-def edge_rows(rel: RelKind, frame: pl.DataFrame) -> list[EdgeRow]:
+def edge_rows(rel: RelKind, frame: pl.DataFrame) -> EdgeRows:
     """Validated rows, one per edge identity (the last row wins)."""
-    key = [str(k) for k in rel.key]
+    key = tuple(str(k) for k in rel.key)
     identity = [SOURCE, TARGET, *key]
     frame = _clean(frame, tuple(identity), identity).with_columns(
         pl.col(SOURCE).cast(pl.String), pl.col(TARGET).cast(pl.String))
-    props = _prop_dicts(frame, [c for c in frame.columns if c not in identity])
-    keys = frame.select(key).to_dicts() if key else [{} for _ in range(frame.height)]
-    return [EdgeRow(s, d, k, p) for s, d, k, p in zip(frame[SOURCE].to_list(), frame[TARGET].to_list(), keys, props)]
+    props = _prop_dicts(frame, [c for c in frame.columns if c not in (SOURCE, TARGET)])
+    rows = [EdgeRow(s, d, p) for s, d, p in zip(frame[SOURCE].to_list(), frame[TARGET].to_list(), props)]
+    return EdgeRows(rows, key, frame[SOURCE].unique(maintain_order=True).to_list(),
+                    frame[TARGET].unique(maintain_order=True).to_list())
 
 
 def chunks(items: list, size: int) -> Iterator[list]:

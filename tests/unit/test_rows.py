@@ -42,9 +42,11 @@ def test_uid_required_and_not_null():
 def test_edge_rows_identity_includes_key():
     frame = pl.DataFrame({"src": ["a", "a", "a"], "dst": ["t", "t", "t"], "via": ["out", "in", "out"],
                           "logit": [1.0, 2.0, 3.0]})
-    rows = edge_rows(schema.DECODES_TO, frame)
-    got = sorted((r.key["via"], r.props["logit"]) for r in rows)
+    prepared = edge_rows(schema.DECODES_TO, frame)
+    got = sorted((r.props["via"], r.props["logit"]) for r in prepared.rows)
     assert got == [("in", 2.0), ("out", 3.0)]
+    assert prepared.sources == ["a"] and prepared.targets == ["t"]
+    assert {prepared.identity(r) for r in prepared.rows} == {("a", "t", "in"), ("a", "t", "out")}
     with pytest.raises(ConfigError, match="via"):
         edge_rows(schema.DECODES_TO, frame.drop("via"))
 
