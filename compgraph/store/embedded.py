@@ -108,7 +108,7 @@ class EmbeddedStore(BaseStore):
         self.root = Path(path).expanduser().resolve()
         self.location = str(self.root)
         # What this process wrote itself (the directory lock keeps other writers out):
-        self._rids: dict[tuple[str, str], str] = {}  # (key label, uid) -> RID of nodes seen
+        self._rids: dict[str, dict[str, str]] = {}  # key label -> uid -> RID of nodes seen
         self._created: set[str] = set()  # nodes created here, so without edges not written here
         self._sources: dict[str, set[str]] = {}  # rel type -> uids given outgoing edges here
         if self.root.exists() and not self.root.is_dir():
@@ -178,13 +178,14 @@ class EmbeddedStore(BaseStore):
                     rids += batch.create_vertices(_type_name(kind), [{**r.props, "uid": r.uid} for r in part])
         except self._arcade.ArcadeDBError as err:
             raise _store_error(err) from err
-        self._rids.update(((kind.key_label, r.uid), rid) for r, rid in zip(rows, rids))
+        self._rids.setdefault(kind.key_label, {}).update(zip((r.uid for r in rows), rids))
         self._created.update(r.uid for r in rows)
 
     def _note_existing(self, label: str, uids: list[str]) -> set[str]:
         """Known RIDs answer without a query; the rest are looked up and remembered."""
         self._resolve_rids(label, uids)
-        return {u for u in uids if (label, u) in self._rids}
+        known = self._rids.get(label, {})
+        return {u for u in uids if u in known}
 
     def _stored_edges(self, rel: RelKind, sources: list[str]) -> dict[tuple, dict[str, Any]]:
         """Sources created here and never given an edge of this type need no query."""
@@ -193,24 +194,27 @@ class EmbeddedStore(BaseStore):
         return super()._stored_edges(rel, unknown) if unknown else {}
 
     def _create_edges(self, rel: RelKind, rows: list[EdgeRow], batch_size: int) -> None:
-        """One GraphBatch for the whole call: a flush per batch cost more than the edges."""
-        self._resolve_rids(rel.source.key_label, [r.src for r in rows])
-        self._resolve_rids(rel.target.key_label, [r.dst for r in rows])
+        """One GraphBatch for the whole call: a flush per batch cost more than the edges.
+
+        The endpoint check of the same merge resolved every endpoint's RID already.
+        """
+        src_rid, dst_rid = self._rids[rel.source.key_label], self._rids[rel.target.key_label]
         try:
             with self._db.graph_batch(batch_size=max(batch_size, 10_000)) as batch:
                 for part in chunks(rows, batch_size):
-                    src = [self._rids[(rel.source.key_label, r.src)] for r in part]
-                    dst = [self._rids[(rel.target.key_label, r.dst)] for r in part]
+                    src = [src_rid[r.src] for r in part]
+                    dst = [dst_rid[r.dst] for r in part]
                     batch.new_edges(src, rel.type, dst, [r.props for r in part])
                     self._sources.setdefault(rel.type, set()).update(r.src for r in part)
         except self._arcade.ArcadeDBError as err:
             raise _store_error(err) from err
 
     def _resolve_rids(self, label: str, uids: list[str]) -> None:
-        unknown = [u for u in dict.fromkeys(uids) if (label, u) not in self._rids]
+        known = self._rids.setdefault(label, {})
+        unknown = [u for u in dict.fromkeys(uids) if u not in known]
         for batch in chunks(unknown, LOOKUP_BATCH):
             for rec in self._read(cypher.lookup_rids(label), {"uids": batch}):
-                self._rids[(label, rec["uid"])] = str(rec["rid"])
+                known[rec["uid"]] = str(rec["rid"])
 
     # ---- public -------------------------------------------------------------------------
     def query(self, statement: str, params: dict[str, Any] | None = None, *, write: bool = False) -> pl.DataFrame:
