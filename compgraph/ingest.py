@@ -132,8 +132,7 @@ def ingest(store: GraphStore, cfg: IngestConfig, *, progress: Callable[[str, int
     if "heads" in cfg.extract and job.pending("heads"):
         from compgraph.extract.heads import head_frame
 
-        head_data = data_mod.head_data(tok, texts, seq_len=cfg.seq_len, batch_size=cfg.batch_size,
-                                       seed=cfg.seed, max_tokens=cfg.max_tokens)
+        head_data = data_mod.head_data(tok, texts, batches, seed=cfg.seed)
         advance = tick("heads", len(head_data.text))
         job.write("heads", [(schema.HEAD, head_frame(model, adapter, model_name=name, data=head_data,
                                                       progress=advance))])

@@ -111,13 +111,14 @@ def haystacks(tokenizer, texts: list[str], *, n: int, needle_len: int, hay_len: 
     return torch.stack(rows), first, second
 
 
-def head_data(tokenizer, texts: list[str], *, seq_len: int, batch_size: int, seed: int = 0,
+def head_data(tokenizer, texts: list[str], text: list[torch.Tensor], *, seed: int = 0,
               repeat_len: int = 24, n_repeats: int = 16, needle_len: int = 16, hay_len: int = 96,
-              n_haystacks: int = 8, max_tokens: int | None = None) -> HeadData:
+              n_haystacks: int = 8) -> HeadData:
+    """Head-score inputs; ``text`` are the corpus batches already built by text_batches."""
     tokens, first, second = haystacks(tokenizer, texts, n=n_haystacks, needle_len=needle_len,
                                       hay_len=hay_len, seed=seed + 1)
     return HeadData(
-        text=text_batches(tokenizer, texts, seq_len=seq_len, batch_size=batch_size, max_tokens=max_tokens),
+        text=text,
         repeated=repeated_sequences(tokenizer, n=n_repeats, length=repeat_len, seed=seed),
         repeat_len=repeat_len, haystack=tokens, needle_first=first, needle_second=second,
         needle_len=needle_len,

@@ -98,7 +98,8 @@ def activation_stats(model, adapter: Adapter, batches: list[torch.Tensor], *, mo
     layers = weights.n_layers(model, adapter)
     device = next(model.parameters()).device
     all_ids = torch.cat([b.reshape(-1) for b in batches])
-    keep = ~torch.isin(all_ids, torch.tensor(sorted(special_ids), dtype=all_ids.dtype))
+    special = torch.tensor(sorted(special_ids), dtype=all_ids.dtype)
+    keep = ~torch.isin(all_ids, special)
     ids_kept, counts = all_ids[keep].unique(return_counts=True)
     tracked = ids_kept[counts.argsort(descending=True)[:max_tracked_tokens]].sort().values
     slot = torch.full((int(all_ids.max()) + 1,), -1, dtype=torch.long)
@@ -109,7 +110,7 @@ def activation_stats(model, adapter: Adapter, batches: list[torch.Tensor], *, mo
     sites = [(name, layer) for layer in range(layers) for name in ("mlp_hidden", "mlp_pre_act")]
     for batch in batches:
         flat_ids = batch.reshape(-1)
-        mask = ~torch.isin(flat_ids, torch.tensor(sorted(special_ids), dtype=flat_ids.dtype))
+        mask = ~torch.isin(flat_ids, special)
         slots = slot[flat_ids[mask]]
         tracked_mask = slots >= 0
         token_counts.index_add_(0, slots[tracked_mask], torch.ones(int(tracked_mask.sum()), dtype=torch.long))
