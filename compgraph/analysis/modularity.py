@@ -1,0 +1,304 @@
+"""Communities of a component graph, their modularity, and how far it is from chance.
+
+Definitions
+-----------
+*Undirected view.* Every measure here reads a graph ``G`` (directed or not, multi or
+not) as the simple undirected weighted graph :func:`undirected` builds: the weight of
+``{u, v}`` is ``w(u, v) = Σ |weight|`` over every edge between ``u`` and ``v`` in either
+direction (parallel edges included). A signed weight counts by its magnitude (an
+inhibiting connection ties two components as much as an exciting one); an edge with
+no ``weight`` attribute (or ``None``) counts 1. Self-loops are dropped (a component's
+edge to itself says nothing about which community it is in). Every node is kept,
+isolated ones included.
+
+*Modularity* of a partition into communities ``c`` (Newman–Girvan, weighted, with
+resolution γ; :func:`networkx.community.modularity`)::
+
+    Q = Σ_c [ L_c / m  −  γ · (d_c / 2m)² ]
+
+``m`` = total edge weight, ``L_c`` = weight of the edges inside ``c``, ``d_c`` = sum of
+the weighted degrees (strengths) of the nodes of ``c``. A graph with no weight at all
+(``m = 0``) has ``Q = NaN``.
+
+*Communities* (:func:`communities`): Leiden (``leidenalg`` on ``igraph``; the
+modularity quality function at γ = 1, the Reichardt–Bornholdt configuration model
+at any other γ; ``iterations`` passes, 2 by default as in leidenalg, -1 for "until a
+pass improves nothing", which on a large graph without structure takes many passes
+of tiny gains), or networkx's Louvain (run to convergence; ``iterations`` does not
+apply) when ``leidenalg`` is not importable (``method="auto"``) or asked for. Labels are
+canonical: 0 is the largest community, ties broken by the position in ``G`` of each
+community's first node, so the same partition always gets the same labels.
+
+*Null model* (:func:`null_model_z`): ``n`` randomised graphs (:func:`randomised`): the
+undirected view rewired by degree-preserving double-edge swaps (``igraph``
+``Graph.rewire``, 10 trials per edge, no self-loops or parallel edges created), then
+the multiset of edge weights shuffled over the new edges. Each keeps every node's
+degree (number of neighbours) and the weights, not every node's strength. On each, the
+communities are found again by the same method (and iterations) and their Q measured;
+``z = (Q − mean) / std`` (``std`` with ddof = 1; ``z = NaN`` when ``std`` is 0 or
+``n < 2``).
+
+*Composition* (:func:`summary`): one row per community: ``community``, ``size``, one
+column ``n_<kind>`` per node kind found in ``G`` (the node attribute ``kind``; a node
+without one counts as ``other``), ``layers`` (the sorted distinct ``layer`` values of
+its members; nodes without a layer are left out of it), ``internal_weight`` (``L_c``)
+and ``strength`` (``d_c``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import random
+import re
+from typing import Any, Hashable, Iterable, Literal
+
+import networkx as nx
+import numpy as np
+import polars as pl
+
+from compgraph import schema
+from compgraph.errors import ConfigError
+
+Method = Literal["auto", "leiden", "louvain"]
+Partition = dict[Hashable, int]
+
+REWIRE_TRIALS_PER_EDGE = 10
+LEIDEN_ITERATIONS = 2
+"""Leiden passes (leidenalg's default); -1 iterates until a pass improves nothing."""
+
+
+# ---- the undirected view ---------------------------------------------------------------
+
+def undirected(G: nx.Graph, weight: str = "weight") -> nx.Graph:
+    """The simple undirected view of ``G`` (module docstring): ``|weight|`` summed over
+    parallel and opposite edges into the edge attribute ``weight``; self-loops dropped."""
+    H = nx.Graph()
+    H.add_nodes_from(G.nodes(data=True))
+    for u, v, data in G.edges(data=True):
+        if u == v:
+            continue
+        w = data.get(weight)
+        w = 1.0 if w is None else abs(float(w))
+        if H.has_edge(u, v):
+            H[u][v]["weight"] += w
+        else:
+            H.add_edge(u, v, weight=w)
+    return H
+
+
+def _to_igraph(H: nx.Graph):
+    """``H`` (an undirected view) as an igraph Graph with the ``weight`` edge attribute;
+    vertex i is ``list(H)[i]``."""
+    import igraph as ig
+
+    index = {node: i for i, node in enumerate(H)}
+    g = ig.Graph(n=len(index), edges=[(index[u], index[v]) for u, v in H.edges()])
+    g.es["weight"] = [float(w) for _, _, w in H.edges(data="weight")]
+    return g
+
+
+# ---- communities -----------------------------------------------------------------------
+
+def _has_leiden() -> bool:
+    try:
+        import leidenalg  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _resolve(method: str) -> str:
+    if method not in ("auto", "leiden", "louvain"):
+        raise ConfigError(f"method must be auto, leiden or louvain, not {method!r}")
+    if method == "auto":
+        return "leiden" if _has_leiden() else "louvain"
+    return method
+
+
+def _leiden_membership(g, *, seed: int, resolution: float, iterations: int) -> list[int]:
+    import leidenalg
+
+    if resolution == 1.0:
+        part = leidenalg.find_partition(g, leidenalg.ModularityVertexPartition, weights="weight",
+                                        n_iterations=iterations, seed=seed)
+    else:
+        part = leidenalg.find_partition(g, leidenalg.RBConfigurationVertexPartition, weights="weight",
+                                        n_iterations=iterations, seed=seed, resolution_parameter=resolution)
+    return list(part.membership)
+
+
+def _louvain_sets(H: nx.Graph, *, seed: int, resolution: float) -> list[set]:
+    return nx.community.louvain_communities(H, weight="weight", resolution=resolution, seed=seed)
+
+
+def _canonical(nodes: list[Hashable], groups: Iterable[Iterable[Hashable]]) -> Partition:
+    """Label groups 0, 1, ... by decreasing size, ties by their first node's position."""
+    position = {node: i for i, node in enumerate(nodes)}
+    ordered = sorted((sorted(group, key=position.__getitem__) for group in groups),
+                     key=lambda members: (-len(members), position[members[0]]))
+    return {node: label for label, members in enumerate(ordered) for node in members}
+
+
+def _membership_groups(nodes: list[Hashable], membership: list[int]) -> list[list[Hashable]]:
+    groups: dict[int, list[Hashable]] = {}
+    for node, label in zip(nodes, membership):
+        groups.setdefault(label, []).append(node)
+    return list(groups.values())
+
+
+def _find(H: nx.Graph, *, method: str, seed: int, resolution: float, iterations: int) -> Partition:
+    """Communities of an undirected view ``H``, canonically labelled."""
+    nodes = list(H)
+    if not nodes:
+        return {}
+    if method == "leiden":
+        membership = _leiden_membership(_to_igraph(H), seed=seed, resolution=resolution, iterations=iterations)
+        groups = _membership_groups(nodes, membership)
+    else:
+        groups = _louvain_sets(H, seed=seed, resolution=resolution)
+    return _canonical(nodes, groups)
+
+
+def communities(G: nx.Graph, *, weight: str = "weight", method: Method = "auto", seed: int = 0,
+                resolution: float = 1.0, iterations: int = LEIDEN_ITERATIONS) -> Partition:
+    """Node -> community label (0 = the largest) of the undirected view of ``G``, found by
+    Leiden (``method="leiden"``, or ``"auto"`` when leidenalg is importable) or Louvain."""
+    return _find(undirected(G, weight), method=_resolve(method), seed=seed, resolution=resolution,
+                 iterations=iterations)
+
+
+# ---- modularity ------------------------------------------------------------------------
+
+def _groups(H: nx.Graph, partition: Partition) -> list[set]:
+    missing = [node for node in H if node not in partition]
+    if missing:
+        raise ConfigError(f"the partition leaves out {len(missing)} node(s) of the graph, e.g. {missing[:3]}")
+    groups: dict[int, set] = {}
+    for node in H:
+        groups.setdefault(partition[node], set()).add(node)
+    return list(groups.values())
+
+
+def _modularity(H: nx.Graph, partition: Partition, resolution: float) -> float:
+    if H.size(weight="weight") == 0:
+        return math.nan
+    return float(nx.community.modularity(H, _groups(H, partition), weight="weight", resolution=resolution))
+
+
+def modularity(G: nx.Graph, partition: Partition, *, weight: str = "weight", resolution: float = 1.0) -> float:
+    """Q of ``partition`` (node -> label, covering every node) on the undirected view of ``G``."""
+    return _modularity(undirected(G, weight), partition, resolution)
+
+
+# ---- the null model ---------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _igraph_seeded(seed: int):
+    """igraph's random numbers from a seeded generator, for the duration."""
+    import igraph as ig
+
+    ig.set_random_number_generator(random.Random(seed))
+    try:
+        yield
+    finally:
+        ig.set_random_number_generator(random)
+
+
+def randomised(G: nx.Graph, *, seed: int = 0, weight: str = "weight") -> nx.Graph:
+    """A degree-preserving randomisation of the undirected view of ``G`` with its edge
+    weights shuffled over the rewired edges (module docstring)."""
+    H = undirected(G, weight)
+    nodes = list(H)
+    g = _to_igraph(H)
+    weights = np.asarray(g.es["weight"], dtype=float)
+    if g.ecount() >= 2:
+        with _igraph_seeded(seed):
+            g.rewire(n=REWIRE_TRIALS_PER_EDGE * g.ecount(), allowed_edge_types="simple")
+    shuffled = np.random.default_rng(seed).permutation(weights)
+    R = nx.Graph()
+    R.add_nodes_from(H.nodes(data=True))
+    R.add_weighted_edges_from((nodes[e.source], nodes[e.target], float(w)) for e, w in zip(g.es, shuffled))
+    return R
+
+
+def _z(q: float, samples: list[float]) -> tuple[float, float, float]:
+    """mean, std (ddof 1) and z of ``q`` against ``samples``; NaN where undefined."""
+    values = np.asarray(samples, dtype=float)
+    mean = float(values.mean()) if values.size else math.nan
+    std = float(values.std(ddof=1)) if values.size >= 2 else math.nan
+    z = (q - mean) / std if std and math.isfinite(std) else math.nan
+    return mean, std, z
+
+
+def null_model_z(G: nx.Graph, *, n: int = 20, seed: int = 0, weight: str = "weight", method: Method = "auto",
+                 resolution: float = 1.0, iterations: int = LEIDEN_ITERATIONS) -> dict[str, Any]:
+    """Q of the communities found on ``G`` against Q of those found on ``n`` randomised
+    graphs: ``{q, mean, std, z, samples}`` (module docstring)."""
+    if n < 0:
+        raise ConfigError(f"n must be >= 0, not {n}")
+    find = functools.partial(_find, method=_resolve(method), resolution=resolution, iterations=iterations)
+    H = undirected(G, weight)
+    q = _modularity(H, find(H, seed=seed), resolution)
+    rng = random.Random(seed)
+    samples = []
+    for _ in range(n):
+        R = randomised(H, seed=rng.randrange(2**31))
+        samples.append(_modularity(R, find(R, seed=rng.randrange(2**31)), resolution))
+    mean, std, z = _z(q, samples)
+    return {"q": q, "mean": mean, "std": std, "z": z, "samples": samples}
+
+
+# ---- composition and write-back -----------------------------------------------------------
+
+def _member_rows(H: nx.Graph, partition: Partition) -> pl.DataFrame:
+    _groups(H, partition)  # every node must have a community
+    strength = dict(H.degree(weight="weight"))
+    rows = [{"node": str(node), "community": partition[node], "kind": data.get("kind") or "other",
+             "layer": data.get("layer"), "strength": float(strength[node]),
+             "internal": sum(d["weight"] for nb, d in H[node].items() if partition[nb] == partition[node]) / 2}
+            for node, data in H.nodes(data=True)]
+    return pl.DataFrame(rows, schema={"node": pl.String, "community": pl.Int64, "kind": pl.String,
+                                      "layer": pl.Int64, "strength": pl.Float64, "internal": pl.Float64})
+
+
+def summary(G: nx.Graph, partition: Partition, *, weight: str = "weight") -> pl.DataFrame:
+    """One row per community (module docstring), sorted by community label."""
+    members = _member_rows(undirected(G, weight), partition)
+    base = members.group_by("community").agg(
+        pl.len().alias("size"),
+        pl.col("layer").drop_nulls().unique().sort().alias("layers"),
+        pl.col("internal").sum().alias("internal_weight"),
+        pl.col("strength").sum().alias("strength"),
+    )
+    kinds = sorted(members["kind"].unique().to_list())
+    counts = members.group_by("community").agg(
+        *[(pl.col("kind") == k).sum().cast(pl.Int64).alias(f"n_{k}") for k in kinds])
+    table = base.join(counts, on="community").sort("community")
+    return table.select("community", "size", *[f"n_{k}" for k in kinds], "layers", "internal_weight", "strength")
+
+
+_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+def write_back(store, partition: Partition, name: str, *, model: str | None = None):
+    """Set ``community_<name>`` (the label) on each component node named in ``partition``
+    (by uid), through the store's node merge; every uid must already be a component
+    (nothing is written otherwise). With ``model``, the property is first removed from
+    that model's other components, so none keeps a label from an earlier partition.
+    Returns the store's WriteResult."""
+    if not _NAME.match(name):
+        raise ConfigError(f"community name must be letters, digits and '_', not {name!r}")
+    prop = f"community_{name}"
+    uids = [str(node) for node in partition]
+    found = set(store.nodes(schema.COMPONENT, uids=uids).get_column("uid").to_list()) if uids else set()
+    missing = [u for u in uids if u not in found]
+    if missing:
+        raise ConfigError(f"{len(missing)} node(s) of the partition are not components in the store, "
+                          f"e.g. {', '.join(missing[:3])}; nothing was written")
+    if model is not None:
+        store.remove_properties(schema.COMPONENT, [prop], where={str(schema.Prop.MODEL): model})
+    frame = pl.DataFrame({"uid": uids, prop: [int(partition[n]) for n in partition]},
+                         schema={"uid": pl.String, prop: pl.Int64})
+    return store.merge_nodes(schema.COMPONENT, frame)

@@ -1,0 +1,184 @@
+"""Communities, modularity, the null model, composition and write-back, on hand-built graphs."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import networkx as nx
+import polars as pl
+import pytest
+
+from compgraph import schema
+from compgraph.analysis import modularity as M
+from compgraph.errors import ConfigError
+from compgraph.store.memory import MemoryStore
+
+
+def two_cliques() -> nx.Graph:
+    """Two 5-cliques (0..4, 5..9) joined by the edge 4-5."""
+    G = nx.disjoint_union(nx.complete_graph(5), nx.complete_graph(5))
+    G.add_edge(4, 5)
+    for node in G:
+        G.nodes[node].update(kind="head" if node % 2 else "neuron", layer=node // 5)
+    return G
+
+
+def closed_form_q(G: nx.Graph, groups: list[set]) -> float:
+    """Q = Σ_c [L_c/m − (d_c/2m)²], counted by hand from the edge list (weight 1 each)."""
+    m = G.number_of_edges()
+    q = 0.0
+    for c in groups:
+        inside = sum(1 for u, v in G.edges() if u in c and v in c)
+        degree = sum(G.degree(n) for n in c)
+        q += inside / m - (degree / (2 * m)) ** 2
+    return q
+
+
+CLIQUES = [set(range(5)), set(range(5, 10))]
+
+
+@pytest.mark.parametrize("method,iterations", [("leiden", 2), ("leiden", -1), ("louvain", 2)])
+def test_two_cliques_are_the_communities(method, iterations):
+    part = M.communities(two_cliques(), method=method, iterations=iterations)
+    assert part == {n: 0 if n < 5 else 1 for n in range(10)}  # canonical: ties by first node
+
+
+def test_two_cliques_q_is_the_closed_form():
+    G = two_cliques()
+    q = M.modularity(G, M.communities(G))
+    # m = 21, L_c = 10, d_c = 21 for both cliques: Q = 2 (10/21 - 1/4) = 20/21 - 1/2
+    assert q == pytest.approx(20 / 21 - 1 / 2, abs=1e-12)
+    assert q == pytest.approx(closed_form_q(G, CLIQUES), abs=1e-12)
+
+
+def test_modularity_agrees_with_igraph():
+    G = nx.gnm_random_graph(30, 80, seed=3)
+    for u, v in G.edges():
+        G[u][v]["weight"] = (u * 7 + v) % 5 + 0.5
+    part = {n: n % 3 for n in G}
+    g = M._to_igraph(M.undirected(G))
+    expected = g.modularity([part[n] for n in M.undirected(G)], weights="weight")
+    assert M.modularity(G, part) == pytest.approx(expected, abs=1e-12)
+
+
+def test_directed_edges_sum_magnitudes_over_both_directions():
+    D = nx.DiGraph()
+    D.add_edge("a", "b", weight=2.0)
+    D.add_edge("b", "a", weight=-3.0)
+    D.add_edge("b", "c")  # no weight: 1
+    D.add_edge("c", "c", weight=9.0)  # self-loop: dropped
+    H = M.undirected(D)
+    assert sorted(H.edges(data="weight")) == [("a", "b", 5.0), ("b", "c", 1.0)]
+    # m = 6; {a,b}: L = 5, d = 5 + 6 = 11; {c}: L = 0, d = 1
+    q = M.modularity(D, {"a": 0, "b": 0, "c": 1})
+    assert q == pytest.approx(5 / 6 - (11 / 12) ** 2 - (1 / 12) ** 2, abs=1e-12)
+
+
+def test_multigraph_parallel_edges_are_summed():
+    G = nx.MultiDiGraph()
+    G.add_edge("a", "b", weight=1.0, kind="q_comp")
+    G.add_edge("a", "b", weight=-0.5, kind="k_comp")
+    assert list(M.undirected(G).edges(data="weight")) == [("a", "b", 1.5)]
+
+
+def test_q_of_a_weightless_graph_is_nan_and_partition_must_cover():
+    G = nx.empty_graph(3)
+    assert math.isnan(M.modularity(G, {0: 0, 1: 0, 2: 1}))
+    with pytest.raises(ConfigError, match="leaves out 1 node"):
+        M.modularity(two_cliques(), {n: 0 for n in range(9)})
+
+
+def test_resolution_and_bad_method():
+    G = two_cliques()
+    # a tiny resolution merges everything (Reichardt-Bornholdt at gamma -> 0)
+    assert set(M.communities(G, resolution=0.01).values()) == {0}
+    assert M.modularity(G, {n: 0 for n in G}, resolution=0.5) == pytest.approx(1 - 0.5, abs=1e-12)
+    with pytest.raises(ConfigError, match="method"):
+        M.communities(G, method="spectral")
+
+
+def test_randomised_keeps_degrees_and_weights():
+    G = nx.gnm_random_graph(40, 120, seed=1)
+    for i, (u, v) in enumerate(G.edges()):
+        G[u][v]["weight"] = float(i)
+    R = M.randomised(G, seed=5)
+    assert dict(R.degree()) == dict(G.degree())
+    assert sorted(w for *_, w in R.edges(data="weight")) == sorted(w for *_, w in G.edges(data="weight"))
+    assert set(map(frozenset, R.edges())) != set(map(frozenset, G.edges()))
+    assert nx.utils.graphs_equal(M.randomised(G, seed=5), R)  # seeded: the same graph again
+
+
+def test_planted_partition_q_exact_and_z_large():
+    G = nx.planted_partition_graph(4, 25, 0.5, 0.02, seed=1)
+    planted = [set(range(25 * i, 25 * (i + 1))) for i in range(4)]
+    part = M.communities(G)
+    found = {frozenset(n for n in G if part[n] == c) for c in set(part.values())}
+    assert found == {frozenset(c) for c in planted}
+    result = M.null_model_z(G, n=10, seed=0)
+    assert result["q"] == pytest.approx(closed_form_q(G, planted), abs=1e-12)
+    assert len(result["samples"]) == 10
+    assert result["mean"] == pytest.approx(sum(result["samples"]) / 10, abs=1e-12)
+    assert result["z"] == pytest.approx((result["q"] - result["mean"]) / result["std"], abs=1e-9)
+    assert result["q"] > 0.6 and result["z"] > 20
+
+
+def test_random_graph_z_is_small():
+    G = nx.gnm_random_graph(100, 400, seed=2)
+    result = M.null_model_z(G, n=10, seed=0)
+    assert abs(result["z"]) < 3
+
+
+def test_z_undefined_without_spread():
+    result = M.null_model_z(two_cliques(), n=1, seed=0)
+    assert math.isnan(result["std"]) and math.isnan(result["z"])
+
+
+def test_summary_composition():
+    G = two_cliques()
+    table = M.summary(G, M.communities(G))
+    assert table.columns == ["community", "size", "n_head", "n_neuron", "layers", "internal_weight", "strength"]
+    assert table.to_dicts() == [
+        {"community": 0, "size": 5, "n_head": 2, "n_neuron": 3, "layers": [0], "internal_weight": 10.0,
+         "strength": 21.0},
+        {"community": 1, "size": 5, "n_head": 3, "n_neuron": 2, "layers": [1], "internal_weight": 10.0,
+         "strength": 21.0},
+    ]
+
+
+def component_store(uids: list[str]) -> MemoryStore:
+    store = MemoryStore()
+    store.merge_nodes(schema.HEAD, pl.DataFrame({"uid": uids, "model": ["m"] * len(uids),
+                                                 "layer": [0] * len(uids)}))
+    return store
+
+
+def test_write_back_sets_the_property_on_components():
+    store = component_store(["m/L0/H0", "m/L0/H1"])
+    result = M.write_back(store, {"m/L0/H0": 0, "m/L0/H1": 1}, "weights")
+    assert result.updated == 2 and result.created == 0
+    nodes = store.nodes(schema.HEAD).sort("uid")
+    assert nodes["community_weights"].to_list() == [0, 1]
+    assert nodes["layer"].to_list() == [0, 0]  # other properties untouched
+
+
+def test_write_back_with_model_clears_earlier_labels():
+    store = component_store(["m/L0/H0", "m/L0/H1"])
+    M.write_back(store, {"m/L0/H0": 3, "m/L0/H1": 4}, "weights")
+    M.write_back(store, {"m/L0/H1": 0}, "weights", model="m")
+    nodes = store.nodes(schema.HEAD).sort("uid")
+    assert nodes["community_weights"].to_list() == [None, 0]
+
+
+def test_write_back_refuses_unknown_uids_and_bad_names():
+    store = component_store(["m/L0/H0"])
+    with pytest.raises(ConfigError, match="not components"):
+        M.write_back(store, {"m/L0/H0": 0, "m/L9/H9": 1}, "w")
+    assert "community_w" not in store.nodes(schema.HEAD).columns
+    with pytest.raises(ConfigError, match="community name"):
+        M.write_back(store, {"m/L0/H0": 0}, "bad name")
+
+
+def test_canonical_labels_largest_first():
+    assert M._canonical(["a", "b", "c", "d"], [{"d"}, {"c", "b"}, {"a"}]) == {"b": 0, "c": 0, "a": 1, "d": 2}
+    assert Counter(M._canonical(list("abc"), [{"a", "b", "c"}]).values()) == {0: 3}
