@@ -60,8 +60,7 @@ hookpoint                               SAE site         transcoder (input → o
 ``.attention``                                           not one residual-width site)
 ======================================  ===============  ==================================
 
-``mlp_in`` (the MLP's input after the pre-MLP norm) is not yet a site of
-:mod:`compgraph.models.hooks`; the dictionary names it so a hook can be added.
+``mlp_in`` is the MLP's input after the pre-MLP norm, a site of :mod:`compgraph.models.hooks`.
 
 Every problem is a one-line :class:`~compgraph.errors.ConfigError` naming the file.
 """

@@ -30,6 +30,7 @@ ENV_STAGES = "COMPGRAPH_STAGES"
 _BUILTIN = (
     "compgraph.extract.tokens",
     "compgraph.extract.neurons",
+    "compgraph.dictionaries.features",
     "compgraph.extract.heads",
     "compgraph.extract.experts",
     "compgraph.weights.stage",

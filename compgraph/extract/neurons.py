@@ -25,6 +25,7 @@ after the group's last layer.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Hashable, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -134,20 +135,33 @@ def layers_per_pass(d_mlp: int, n_tracked: int, memory_gb: float) -> int:
     return max(1, int(memory_gb * 1e9 // LayerStats.nbytes(d_mlp, n_tracked)))
 
 
+class Streamed(NamedTuple):
+    """What one pass over the corpus accumulated: per key its :class:`LayerStats`, the
+    tracked token ids with their corpus counts, and the tokens seen (specials left out)."""
+
+    stats: dict
+    tracked: torch.Tensor
+    counts: torch.Tensor
+    n_seen: int
+
+
+Reader = Callable[[dict], dict[Hashable, tuple[torch.Tensor, torch.Tensor]]]
+"""From one batch's captured sites (``{site: [value]}``), per key the pair (activation,
+indicator), both [tokens, n]: a unit counts as active on a token where its indicator is > 0."""
+
+
 @torch.no_grad()
-def activation_stats(model, adapter: Adapter, stream, layers: range, *, model_name: str, tokenizer_id: str,
-                     top_k: int, n_tokens: int, special_ids: set[int], tracked_limit: int, batch_size: int,
-                     progress=None) -> Frames:
-    """Neuron rows with act_mean / act_max / act_freq and ACTIVATES_ON rows for ``layers``,
-    from one pass over the corpus that stops after the last of them."""
+def stream_stats(model, adapter: Adapter, stream, sites: list, last_layer: int, read: Reader, *, n_tokens: int,
+                 special_ids: set[int], tracked_limit: int, batch_size: int, progress=None) -> Streamed:
+    """One pass over the corpus, stopping after block ``last_layer``: capture ``sites``,
+    turn them into activations with ``read`` and accumulate :class:`LayerStats` per key."""
     device = next(model.parameters()).device
     tracked, counts = tracked_tokens(stream, n_tokens, special_ids, tracked_limit)
     slot_of = torch.full((n_tokens,), -1, dtype=torch.long)
     slot_of[tracked] = torch.arange(len(tracked))
     slot_of = slot_of.to(device)
     special = torch.tensor(sorted(special_ids), dtype=torch.long, device=device)
-    sites = [(name, layer) for layer in layers for name in ("mlp_hidden", "mlp_pre_act")]
-    stats: dict[int, LayerStats] = {}
+    stats: dict = {}
     n_seen = 0
     for batch in stream.batches(batch_size):
         flat = batch.reshape(-1).to(device)
@@ -155,27 +169,52 @@ def activation_stats(model, adapter: Adapter, stream, layers: range, *, model_na
         slots = slot_of[flat[keep]]
         n_seen += int(keep.sum())
         with capture(model, adapter, sites) as got:
-            forward_until(model, adapter, batch, layers[-1])
+            forward_until(model, adapter, batch, last_layer)
+        for key, (act, indicator) in read(got).items():
+            if key not in stats:
+                stats[key] = LayerStats(act.shape[1], tracked, device)
+            stats[key].add(act, indicator, keep, slots)
+        if progress is not None:
+            progress()
+    return Streamed(stats, tracked, counts, n_seen)
+
+
+def stat_columns(acc: LayerStats, n_seen: int) -> list[pl.Series]:
+    """``act_mean``, ``act_max``, ``act_freq`` of every unit (see the module docstring)."""
+    return [pl.Series(schema.Prop.ACT_MEAN, (acc.total / max(n_seen, 1)).cpu().numpy()),
+            pl.Series(schema.Prop.ACT_MAX, acc.maximum.double().cpu().numpy()),
+            pl.Series(schema.Prop.ACT_FREQ, (acc.active.double() / max(n_seen, 1)).cpu().numpy())]
+
+
+def _neuron_reader(layers: range) -> Reader:
+    def read(got: dict) -> dict:
+        out = {}
         for layer in layers:
             hidden = got[("mlp_hidden", layer)][0]
             hidden = hidden.reshape(-1, hidden.shape[-1])
-            pre = got[("mlp_pre_act", layer)][0].reshape(hidden.shape)
-            if layer not in stats:
-                stats[layer] = LayerStats(hidden.shape[1], tracked, device)
-            stats[layer].add(hidden, pre, keep, slots)
-        if progress is not None:
-            progress()
+            out[layer] = (hidden, got[("mlp_pre_act", layer)][0].reshape(hidden.shape))
+        return out
+
+    return read
+
+
+def activation_stats(model, adapter: Adapter, stream, layers: range, *, model_name: str, tokenizer_id: str,
+                     top_k: int, n_tokens: int, special_ids: set[int], tracked_limit: int, batch_size: int,
+                     progress=None) -> Frames:
+    """Neuron rows with act_mean / act_max / act_freq and ACTIVATES_ON rows for ``layers``,
+    from one pass over the corpus that stops after the last of them."""
+    sites = [(name, layer) for layer in layers for name in ("mlp_hidden", "mlp_pre_act")]
+    got = stream_stats(model, adapter, stream, sites, layers[-1], _neuron_reader(layers), n_tokens=n_tokens,
+                       special_ids=special_ids, tracked_limit=tracked_limit, batch_size=batch_size,
+                       progress=progress)
     out = Frames()
     for layer in layers:
-        acc = stats[layer]
+        acc = got.stats[layer]
         uids = neuron_uids(model_name, layer, acc.total.shape[0])
-        nodes = identity_frame(model_name, layer, len(uids)).with_columns(
-            pl.Series(schema.Prop.ACT_MEAN, (acc.total / max(n_seen, 1)).cpu().numpy()),
-            pl.Series(schema.Prop.ACT_MAX, acc.maximum.double().cpu().numpy()),
-            pl.Series(schema.Prop.ACT_FREQ, (acc.active.double() / max(n_seen, 1)).cpu().numpy()),
-        )
+        nodes = identity_frame(model_name, layer, len(uids)).with_columns(stat_columns(acc, got.n_seen))
         out += Frames.of(nodes=[(schema.NEURON, nodes)],
-                         edges=[(schema.ACTIVATES_ON, top_tokens(uids, acc, tracked, counts, tokenizer_id, top_k))])
+                         edges=[(schema.ACTIVATES_ON, top_tokens(uids, acc, got.tracked, got.counts, tokenizer_id,
+                                                                 top_k))])
     return out
 
 

@@ -24,6 +24,9 @@ resid_mid     [b, p, d_model]              the residual between attention and ML
                                            attention's contribution (BERT: LayerNorm of that);
                                            refused for parallel attention + MLP (GPT-NeoX with
                                            use_parallel_residual), where it does not exist
+mlp_in        [b, p, d_model]              the MLP's input: the output of its pre-MLP norm (what a
+                                           transcoder reads; BERT: resid_mid; parallel blocks: the
+                                           norm of resid_pre; MoE: the sparse block's input)
 mlp_pre_act   [b, p, d_mlp]                input of the MLP nonlinearity (the gate if gated)
 mlp_hidden    [b, p, d_mlp]                neuron activations (the out projection's input)
 mlp_out       [b, p, d_model]              the MLP's output (MoE: the whole sparse block's;

@@ -18,7 +18,7 @@ HeadSplit = Literal["q", "kv"]
 
 SITE_NAMES = frozenset({
     "embed", "resid_pre", "q", "k", "v", "pattern", "attn_z", "attn_head_z", "attn_out", "resid_mid",
-    "mlp_pre_act", "mlp_hidden", "mlp_out", "experts_in", "resid_post",
+    "mlp_in", "mlp_pre_act", "mlp_hidden", "mlp_out", "experts_in", "resid_post",
 })
 """The canonical sites (described in :mod:`compgraph.models.hooks`)."""
 
@@ -99,6 +99,9 @@ class Adapter:
     parallel_attn_mlp: bool | str = False
     """Attention and MLP both read the block input (no ``resid_mid``). A string names the
     config flag that decides per model (GPT-NeoX: ``use_parallel_residual``)."""
+    additive_blocks: bool = True
+    """Attention's and the MLP's outputs are added to the residual stream as computed (False:
+    a norm follows each, as Gemma 3's sandwich norms): per-head contributions are defined."""
     sites: Mapping[str, Tap] = field(default_factory=dict, hash=False)
     """Canonical site name -> :class:`Tap`; see :mod:`compgraph.models.hooks` for the names."""
 

@@ -32,6 +32,7 @@ ADAPTER = Adapter(
         "attn_head_z": Tap(O, arg="input", heads="q"),
         "attn_out": Tap(O),
         "resid_mid": Tap("attention.output.LayerNorm"),
+        "mlp_in": Tap("intermediate", arg="hidden_states"),
         "mlp_pre_act": Tap("intermediate.dense"),
         "mlp_hidden": Tap(MLP_OUT, arg="input"),
         "mlp_out": Tap(MLP_OUT),

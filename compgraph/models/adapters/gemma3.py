@@ -19,5 +19,6 @@ ADAPTER = replace(
     model_types=("gemma3_text", "gemma3"),
     mlp_norm="pre_feedforward_layernorm",
     norm_offset=1.0,
+    additive_blocks=False,
     sites={**LLAMA.sites, "resid_mid": Tap("pre_feedforward_layernorm", arg="x", aliased=True)},
 )

@@ -31,6 +31,7 @@ ADAPTER = Adapter(
         "attn_head_z": Tap(O, arg="x", heads="q"),
         "attn_out": Tap(O),
         "resid_mid": Tap("ln_2", arg="input", aliased=True),
+        "mlp_in": Tap("mlp", arg="hidden_states"),
         "mlp_pre_act": Tap("mlp.c_fc"),
         "mlp_hidden": Tap(MLP_OUT, arg="x"),
         "mlp_out": Tap(MLP_OUT),

@@ -21,6 +21,7 @@ SITES = {
     "attn_head_z": Tap(O, arg="input", heads="q"),
     "attn_out": Tap(O),
     "resid_mid": Tap("post_attention_layernorm", arg="hidden_states", aliased=True),
+    "mlp_in": Tap("mlp", arg="x"),
     "mlp_pre_act": Tap("mlp.gate_proj"),
     "mlp_hidden": Tap(MLP_OUT, arg="input"),
     "mlp_out": Tap(MLP_OUT),

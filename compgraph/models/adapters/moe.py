@@ -24,6 +24,7 @@ ADAPTER = replace(
     router="mlp.gate", experts="mlp.experts",
     sites={
         **{name: tap for name, tap in LLAMA.sites.items() if name not in _DENSE_ONLY},
+        "mlp_in": Tap("mlp", arg="hidden_states"),
         "mlp_out": Tap("mlp"),
         "experts_in": Tap("mlp.experts", arg=("hidden_states", "top_k_index", "top_k_weights")),
     },

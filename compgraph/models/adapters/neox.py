@@ -35,6 +35,7 @@ ADAPTER = Adapter(
         "attn_head_z": Tap(O, arg="input", heads="q"),
         "attn_out": Tap(O),
         "resid_mid": Tap("post_attention_layernorm", arg="input", aliased=True),
+        "mlp_in": Tap("mlp", arg="hidden_states"),
         "mlp_pre_act": Tap("mlp.dense_h_to_4h"),
         "mlp_hidden": Tap(MLP_OUT, arg="input"),
         "mlp_out": Tap(MLP_OUT),
