@@ -129,8 +129,22 @@ def _catch_signals(ctx: click.Context) -> None:
     ctx.call_on_close(restore)
 
 
+_LAZY = {"analyse": "compgraph.analysis.command"}
+"""Commands defined in modules that import this one's decorators: loaded when named."""
+
+
 class _Main(click.Group):
     """The command group: a signal anywhere in a command ends it with one line."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *_LAZY])
+
+    def get_command(self, ctx: click.Context, name: str):
+        if name in _LAZY and name not in self.commands:
+            import importlib
+
+            self.add_command(getattr(importlib.import_module(_LAZY[name]), name))
+        return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -147,6 +161,40 @@ def store_options(fn):
                            "[env COMPGRAPH_STORE; default ./compgraph-kb].")(fn)
     return fn
 
+
+def effect_options(components_flag: str):
+    """The options of the effects stage, shared by ``ingest`` and ``effects``; the command
+    receives them as keyword arguments named like :class:`~compgraph.config.IngestConfig`'s
+    fields (see :func:`_effect_fields`)."""
+    options = [
+        click.option("--method", "effect_method", default="activation", show_default=True,
+                     help="Effects of heads and blocks: activation, attribution or eap-ig."),
+        click.option("--ablation", default="corrupt", show_default=True, help="corrupt, zero, mean or resample."),
+        click.option(components_flag, "effect_components", default="head,mlp,attn,neuron", show_default=True,
+                     help="Component kinds whose effects are measured (neurons by attribution patching)."),
+        click.option("--top-n", "--circuit-n", "circuit_n", type=int, default=20, show_default=True,
+                     help="Components in each node circuit (top by |effect|)."),
+        click.option("--top-n-edges", "--circuit-edges", "circuit_edges", type=int, default=200, show_default=True,
+                     help="Edges in each edge circuit (top by |effect|, before pruning)."),
+        click.option("--threshold", "circuit_threshold", type=float, default=None,
+                     help="Circuits keep every member with |effect| >= X instead of a top-n."),
+        click.option("--edges/--no-edges", "effect_edges", default=True, show_default=True,
+                     help="Score causal edges (CAUSES) and build the edge circuit."),
+        click.option("--examples", "task_examples", type=int, default=64, show_default=True,
+                     help="Examples per task: the first N of the file (0: all)."),
+    ]
+
+    def apply(fn):
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return apply
+
+
+def _effect_fields(options: dict) -> dict:
+    """The effects options as IngestConfig fields (comma lists split)."""
+    return {**options, "effect_components": _split(options["effect_components"])}
 
 def _parse_param(text: str) -> tuple[str, Any]:
     name, sep, raw = text.partition("=")
@@ -263,14 +311,11 @@ def info(fmt, store, database):
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of random test sequences.")
 @click.option("--tasks", default="", metavar="TASKS",
               help="Comma list of tasks (shipped names or .jsonl paths): adds the effects stage.")
-@click.option("--method", "effect_method", default="activation", show_default=True,
-              help="Effects of heads and blocks: activation, attribution or eap-ig.")
-@click.option("--ablation", default="corrupt", show_default=True, help="corrupt, zero, mean or resample.")
-@click.option("--effect-components", default="head,mlp,attn,neuron", show_default=True,
-              help="Component kinds whose effects are measured (neurons by attribution patching).")
-@click.option("--circuit-n", type=int, default=20, show_default=True, help="Components in each node circuit.")
+@effect_options("--effect-components")
 @click.option("--connections-k", type=int, default=10, show_default=True,
               help="Weights-based connections kept per source component (stage connections).")
+@click.option("--dictionary", "dictionaries", multiple=True, metavar="PATH",
+              help="An SAE / transcoder (SAELens, sparsify, circuit-tracer) for the features stage; repeatable.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--dtype", default="auto", show_default=True, help="auto, float32, bfloat16 or float16.")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Sequences per forward pass.")
@@ -279,8 +324,7 @@ def info(fmt, store, database):
 @store_options
 @handle_errors
 def ingest(model, name, extract, force, top_k, corpus, seq_len, max_tokens, tracked_tokens, head_tokens, seed,
-           tasks, effect_method, ablation, effect_components, circuit_n, connections_k, device, dtype, batch_size, memory_gb,
-           store, database):
+           tasks, connections_k, dictionaries, device, dtype, batch_size, memory_gb, store, database, **effect):
     """Compute MODEL's components into the store, stage by stage (resumable; a complete
     stage is skipped; a stage whose version, config or inputs changed is recomputed and
     replaces what it wrote before).
@@ -291,10 +335,9 @@ def ingest(model, name, extract, force, top_k, corpus, seq_len, max_tokens, trac
 
     cfg = IngestConfig(model=model, name=name, extract=_split(extract), force=_split(force), top_k=top_k,
                        corpus=corpus, seq_len=seq_len, max_tokens=max_tokens, tracked_tokens=tracked_tokens,
-                       head_tokens=head_tokens, seed=seed, tasks=_split(tasks), effect_method=effect_method,
-                       ablation=ablation, effect_components=_split(effect_components), circuit_n=circuit_n,
-                       connections_k=connections_k, device=device, dtype=dtype, batch_size=batch_size,
-                       memory_gb=memory_gb)
+                       head_tokens=head_tokens, seed=seed, tasks=_split(tasks), connections_k=connections_k,
+                       dictionaries=tuple(dictionaries), device=device, dtype=dtype, batch_size=batch_size,
+                       memory_gb=memory_gb, **_effect_fields(effect))
     _run_job(cfg, store, database)
 
 
@@ -326,27 +369,80 @@ def _run_job(cfg, store, database) -> None:
 @click.argument("model")
 @click.option("--tasks", required=True, metavar="TASKS", help="Comma list of tasks: shipped names or .jsonl paths.")
 @click.option("--name", default=None, help="The :Model node's name [default: derived from MODEL].")
-@click.option("--method", "effect_method", default="activation", show_default=True,
-              help="Effects of heads and blocks: activation, attribution or eap-ig.")
-@click.option("--ablation", default="corrupt", show_default=True, help="corrupt, zero, mean or resample.")
-@click.option("--components", "effect_components", default="head,mlp,attn,neuron", show_default=True,
-              help="Component kinds whose effects are measured (neurons by attribution patching).")
-@click.option("--circuit-n", type=int, default=20, show_default=True, help="Components in each node circuit.")
+@effect_options("--components")
+@click.option("--dictionary", "dictionaries", multiple=True, metavar="PATH",
+              help="An SAE / transcoder whose features are measured (with --components feature); repeatable.")
 @click.option("--force", is_flag=True, help="Recompute even if complete.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--dtype", default="auto", show_default=True, help="auto, float32, bfloat16 or float16.")
 @store_options
 @handle_errors
-def effects(model, tasks, name, effect_method, ablation, effect_components, circuit_n, force, device, dtype,
-            store, database):
+def effects(model, tasks, name, dictionaries, force, device, dtype, store, database, **effect):
     """Measure every component's causal effect on each task, and each task's node circuit
     (the effects stage of `ingest`, alone; one run per task)."""
     from compgraph.config import IngestConfig
 
     cfg = IngestConfig(model=model, name=name, extract=("effects",), force=("effects",) if force else (),
-                       tasks=_split(tasks), effect_method=effect_method, ablation=ablation,
-                       effect_components=_split(effect_components), circuit_n=circuit_n, device=device, dtype=dtype)
+                       tasks=_split(tasks), dictionaries=tuple(dictionaries), device=device, dtype=dtype,
+                       **_effect_fields(effect))
     _run_job(cfg, store, database)
+
+
+@main.command("train-dictionary")
+@click.argument("model")
+@click.option("--layer", type=int, required=True, help="Block index the dictionary reads.")
+@click.option("--site", default=None, help="SAE: resid (= resid_post), resid_pre, resid_mid, mlp_in, mlp_out, "
+                                           "attn_out [resid]; transcoder: mlp_in (predicts mlp_out).")
+@click.option("--kind", type=click.Choice(["topk-sae", "transcoder"]), default="topk-sae", show_default=True)
+@click.option("--width", type=int, default=4096, show_default=True, help="Number of features.")
+@click.option("--k", type=int, default=32, show_default=True, help="Active features per token.")
+@click.option("--tokens", type=int, default=1_000_000, show_default=True, help="Training tokens (activations).")
+@click.option("--eval-tokens", type=int, default=16_384, show_default=True, help="Held-out tokens for the final FVE.")
+@click.option("--out", default=None, metavar="DIR", help="Folder to write (SAELens layout) [default: derived].")
+@click.option("--corpus", default="packaged:pile", show_default=True, metavar="SPEC", help="Corpus spec.")
+@click.option("--seq-len", type=int, default=128, show_default=True, help="Tokens per corpus sequence.")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Sequences per forward pass.")
+@click.option("--batch-tokens", type=int, default=1024, show_default=True, help="Tokens per optimiser step.")
+@click.option("--lr", type=float, default=None, help="Adam learning rate [default: 2e-4 / sqrt(width / 2^14)].")
+@click.option("--dead-tokens", type=int, default=100_000, show_default=True,
+              help="A feature silent for this many training tokens is dead.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@handle_errors
+def train_dictionary(model, layer, site, kind, width, k, tokens, eval_tokens, out, corpus, seq_len, batch_size,
+                     batch_tokens, lr, dead_tokens, seed, device):
+    """Train a TopK SAE or transcoder on MODEL's activations over a corpus and save it in the
+    SAELens layout (read back by --dictionary)."""
+    from compgraph.dictionaries.train import TrainConfig, TrainJob, train_dictionary as run_training
+
+    job = TrainJob(model=model, layer=layer, site=site, out=out, corpus=corpus, tokens=tokens, eval_tokens=eval_tokens,
+                   seq_len=seq_len, batch_size=batch_size, device=device,
+                   train=TrainConfig(kind=kind, width=width, k=k, lr=lr, batch_tokens=batch_tokens,
+                                     dead_tokens=dead_tokens, seed=seed))
+    with _training_progress(tokens + eval_tokens) as (on_step, on_read):
+        folder, result = run_training(job, progress=on_step, read_progress=on_read)
+    if result.tokens < tokens:
+        click.echo(f"note: the corpus ran out after {result.tokens} of {tokens} training tokens", err=True)
+    click.echo(f"wrote {folder}: {result.tokens} tokens, {result.steps} steps, {result.seconds:.0f} s; "
+               f"held-out FVE {result.fve:.4f} ({result.eval_tokens} tokens), "
+               f"dead features {result.dead} of {width} (silent for {dead_tokens} tokens)")
+
+
+@contextlib.contextmanager
+def _training_progress(total: int):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("loss {task.fields[loss]}  FVE {task.fields[fve]}  dead {task.fields[dead]}")) as bar:
+        task = bar.add_task("activations", total=total, loss="-", fve="-", dead="-")
+
+        def on_step(state: dict) -> None:
+            bar.update(task, loss=f"{state['loss']:.4f}", fve=f"{state['fve']:.4f}", dead=str(state["dead"]))
+            if not bar.console.is_terminal:  # a log file gets one line per report instead of a live bar
+                bar.console.print(f"step {state['steps']} tokens {state['tokens']} loss {state['loss']:.4f} "
+                                  f"FVE {state['fve']:.4f} dead {state['dead']}")
+
+        yield on_step, lambda n: bar.advance(task, n)
 
 
 @main.command()

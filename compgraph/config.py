@@ -53,8 +53,20 @@ class IngestConfig:
     """Component kinds whose effects are measured (neurons by attribution patching)."""
     circuit_n: int = 20
     """Components in each task's node circuit."""
+    task_examples: int = 64
+    """Examples per task the effects stage uses: the first N of the file (0: all). Activation
+    patching costs components x examples forward passes."""
+    effect_edges: bool = True
+    """Score the causal edges (CAUSES) and build each task's edge circuit."""
+    circuit_edges: int = 200
+    """Edges in each task's edge circuit, before pruning."""
+    circuit_threshold: float | None = None
+    """Circuits keep every member with |effect| >= this instead of a top-n."""
     connections_k: int = 10
-    """Weights-based connections kept per source component (virtual, OV->MLP, MLP->heads)."""
+    """Weights-based connections kept per source component (virtual, OV->MLP, MLP->heads,
+    transcoder feature -> feature)."""
+    dictionaries: tuple[str, ...] = ()
+    """SAE / transcoder paths (SAELens, sparsify, circuit-tracer) the features stage reads; one run each."""
     device: str = "auto"
     """auto (cuda when available), cpu, cuda or cuda:N."""
     dtype: str = "auto"
@@ -73,8 +85,11 @@ class IngestConfig:
             object.__setattr__(self, "extract", (*self.extract, "effects"))
         if "effects" in self.extract and not self.tasks:
             raise ConfigError("the effects stage needs --tasks")
+        if "features" in self.extract and not self.dictionaries:
+            raise ConfigError("the features stage needs --dictionary")
         for field_, low in (("top_k", 1), ("batch_size", 1), ("seq_len", 8), ("tracked_tokens", 1),
-                            ("head_tokens", 8), ("connections_k", 1)):
+                            ("head_tokens", 8), ("connections_k", 1),
+                            ("task_examples", 0)):
             if getattr(self, field_) < low:
                 raise ConfigError(f"--{field_.replace('_', '-')} must be at least {low}, not {getattr(self, field_)}")
         if self.max_tokens is not None and self.max_tokens < self.seq_len:

@@ -59,6 +59,7 @@ class Rel(StrEnum):
     FOR_TASK = "FOR_TASK"
     MATCHES = "MATCHES"
     EVALUATED_ON = "EVALUATED_ON"
+    HAS_DICTIONARY = "HAS_DICTIONARY"
 
 
 class Prop(StrEnum):
@@ -71,6 +72,7 @@ class Prop(StrEnum):
     HEAD = "head"
     KV_HEAD = "kv_head"
     EXPERT = "expert"
+    DICTIONARY = "dictionary"
     RUN = "run"
     # run nodes
     STAGE = "stage"
@@ -140,6 +142,25 @@ class ConnectKind(StrEnum):
     """neuron -> head: ... by the head's key side (W_QK^T)."""
     MLP_TO_V = "mlp_to_v"
     """neuron -> head: ... by the head's value side (W_OV)."""
+    TRANSCODER = "transcoder"
+    """feature -> feature: an earlier transcoder feature's decoder row . a later one's (norm-folded)
+    encoder column (Dunefsky et al. 2024; :mod:`compgraph.dictionaries.connections`)."""
+
+
+class SiteKind(StrEnum):
+    """``:Site`` components: whole blocks and the ends of the causal edge graph (``site`` property)."""
+
+    EMBED = "embed"
+    """The token embeddings (the source every causal edge path starts from)."""
+    ATTN = "attn"
+    """A layer's whole attention block."""
+    MLP = "mlp"
+    """A layer's whole MLP block."""
+    KV_HEAD = "kv_head"
+    """A key/value head shared by several query heads (grouped-query attention): the
+    destination of k and v edges. Without grouping, k and v edges end at the :Head."""
+    LOGITS = "logits"
+    """The unembedding's input (the final norm's input): where every causal path ends."""
 
 
 class RunStatus(StrEnum):
@@ -150,7 +171,8 @@ class RunStatus(StrEnum):
 
 
 IDENTITY_PROPS: frozenset[str] = frozenset({
-    "uid", Prop.MODEL, Prop.LAYER, Prop.INDEX, Prop.HEAD, Prop.KV_HEAD, Prop.EXPERT, "id", "text", "piece",
+    "uid", Prop.MODEL, Prop.LAYER, Prop.INDEX, Prop.HEAD, Prop.KV_HEAD, Prop.EXPERT, Prop.DICTIONARY, "id", "text",
+    "piece",
     Prop.TOKENIZER, "name", "site",
 })
 """Node properties that identify a node rather than measure it: shared by every stage
@@ -228,9 +250,11 @@ FOR_TASK = RelKind(Rel.FOR_TASK, CIRCUIT, TASK)
 MATCHES = RelKind(Rel.MATCHES, COMPONENT, COMPONENT, key=("method",))
 EVALUATED_ON = RelKind(Rel.EVALUATED_ON, MODEL, TASK, key=("metric",))
 """A model's clean accuracy and mean clean / corrupt metric on a task."""
+HAS_DICTIONARY = RelKind(Rel.HAS_DICTIONARY, MODEL, DICTIONARY)
+"""A sparse dictionary (SAE, transcoder) read from the model's activations."""
 
 REL_KINDS: tuple[RelKind, ...] = (
-    DECODES_TO, ACTIVATES_ON, CONNECTS, AFFECTS, CAUSES, INCLUDES, FOR_TASK, MATCHES, EVALUATED_ON,
+    DECODES_TO, ACTIVATES_ON, CONNECTS, AFFECTS, CAUSES, INCLUDES, FOR_TASK, MATCHES, EVALUATED_ON, HAS_DICTIONARY,
 )
 
 NODE_KIND_BY_NAME: dict[str, NodeKind] = {k.name: k for k in NODE_KINDS}
@@ -257,8 +281,18 @@ def head_uid(model: str, layer: int, head: int) -> str:
     return f"{model}/L{layer}/H{head}"
 
 
+def kv_head_uid(model: str, layer: int, kv_head: int) -> str:
+    """A key/value head under grouped-query attention (a ``:Site`` of kind ``kv_head``)."""
+    return f"{model}/L{layer}/KV{kv_head}"
+
+
 def expert_uid(model: str, layer: int, expert: int) -> str:
     return f"{model}/L{layer}/E{expert}"
+
+
+def dictionary_uid(model: str, name: str, site: str, layer: int | None) -> str:
+    """A dictionary of ``model`` named ``name`` (its folder), reading ``site`` of ``layer``."""
+    return f"{model}/D:{name}/{site}" if layer is None else f"{model}/D:{name}/L{layer}/{site}"
 
 
 def feature_uid(dictionary: str, index: int) -> str:

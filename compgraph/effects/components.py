@@ -17,7 +17,10 @@ expert   expert ``e``                its contribution to the MoE block's output:
                                      ``w_e(t) · E_e(x_t)`` when the router picked ``e`` among its
                                      top-k for token ``t`` (``w_e`` the router weight the model
                                      uses, ``E_e`` the expert's gated MLP), else 0; [b, p, d_model]
-feature  (reserved)                  dictionary features: not implemented yet (a clear error)
+feature  dictionary feature ``j``     ``f_j`` of an SAE / transcoder, patched through the dictionary's
+                                     error-preserving decomposition of the site it writes:
+                                     :mod:`compgraph.dictionaries.effects` (it needs the dictionary,
+                                     so it is not listed by :func:`list_components`)
 =======  ==========================  ================================================================
 
 Patching an expert replaces its contribution inside ``mlp_out``: ``mlp_out - c_e + target``,
@@ -97,8 +100,8 @@ def check_kinds(kinds, model, adapter: Adapter) -> tuple[str, ...]:
     kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
     for kind in kinds:
         if kind == "feature":
-            raise ConfigError("dictionary features have no effects yet: they need a dictionary (SAE / transcoder) "
-                              "attached to the model, which compgraph does not load yet")
+            raise ConfigError("dictionary features are measured with their dictionary: "
+                              "compgraph.dictionaries.effects (compgraph effects --components feature --dictionary PATH)")
         if kind not in KINDS:
             raise ConfigError(f"unknown component kind {kind!r}; known: {', '.join(KINDS)}")
         if kind == "neuron" and adapter.is_moe:

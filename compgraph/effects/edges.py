@@ -135,9 +135,20 @@ def _feeds(src: Node, dst: Node, kind: str, parallel: bool) -> bool:
     return dst.layer == src.layer and src.kind == "head" and kind == "mlp" and not parallel
 
 
-def _refuse(adapter: Adapter) -> None:
+def unsupported(adapter: Adapter) -> str | None:
+    """Why this family has no edge graph (None: it has one)."""
     if adapter.attn_norm is None or adapter.final_norm is None or not adapter.causal:
-        raise ConfigError(f"edge effects need a pre-norm causal LM; {adapter.name} is not one")
+        return f"edge effects need a pre-norm causal LM; {adapter.name} is not one"
+    if not adapter.additive_blocks:
+        return (f"{adapter.name}: a norm follows attention and the MLP (sandwich norms), so per-head "
+                f"contributions to the residual stream are not defined; edges refused")
+    return None
+
+
+def _refuse(adapter: Adapter) -> None:
+    reason = unsupported(adapter)
+    if reason:
+        raise ConfigError(reason)
 
 
 # --- per-source outputs ---------------------------------------------------------------------
@@ -539,4 +550,4 @@ def _source_means(model, adapter, task: Task, d: Dims) -> dict:
 
 
 __all__ = ["EDGE_SCHEMA", "EdgeGraph", "Node", "edge_attribution", "edge_frame", "edge_graph", "edge_mask",
-           "edge_patched_metric", "edge_patched_metrics", "edge_scores"]
+           "edge_patched_metric", "edge_patched_metrics", "edge_scores", "unsupported"]

@@ -12,7 +12,16 @@ never replace each other's runs:
   measured by running the model with everything outside patched (``:Circuit``,
   ``INCLUDES``, ``FOR_TASK``);
 - shard ``neurons``: attribution patching of every neuron (``AFFECTS``, method
-  ``attribution``), when ``neuron`` is among ``effect_components``.
+  ``attribution``), when ``neuron`` is among ``effect_components``;
+- shard ``edges`` (``effect_edges``): edge attribution patching (EAP-IG with ``--method
+  eap-ig``) of every edge of the residual graph embeddings → heads' q/k/v and MLPs →
+  logits (``CAUSES``), and the edge-level circuit: the top ``circuit_edges`` edges by
+  |effect|, pruned to those on an embeddings → logits path, faithfulness measured by edge
+  patching (:mod:`compgraph.effects.edges`).
+
+Each circuit also carries its faithfulness curve over sizes from 0.1 % to 100 % of the
+scored components or edges, and its areas CPR and CMD (:mod:`compgraph.effects.circuits`).
+``--threshold X`` replaces the top-n of both levels by |effect| >= X.
 
 Definitions: :mod:`compgraph.effects.patching`, :mod:`compgraph.effects.circuits`.
 Whole blocks are ``:Site`` components (``{model}/L{layer}/mlp``, ``.../attn``).
@@ -21,13 +30,14 @@ Whole blocks are ``:Site`` components (``{model}/L{layer}/mlp``, ``.../attn``).
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import polars as pl
 import torch
 
 from compgraph import schema
+from compgraph.effects import frames
 from compgraph.engine import identity
 from compgraph.engine.registry import register
 from compgraph.engine.stage import Frames, ModelInfo, Stage
@@ -52,43 +62,17 @@ class EffectsConfig:
     """Kinds measured: head, mlp, attn by activation patching; neuron by attribution patching."""
     circuit_n: int
     """Components in the node circuit (top by |effect| among the activation-patched ones)."""
-
-
-def component_uid(model: str, kind: str, layer: int, index: int | None) -> str:
-    if kind == "head":
-        return schema.head_uid(model, layer, index)
-    if kind == "neuron":
-        return schema.neuron_uid(model, layer, index)
-    if kind == "expert":
-        return schema.expert_uid(model, layer, index)
-    return schema.site_uid(model, kind, layer)
-
-
-def component_nodes(model: str, effects: pl.DataFrame) -> list[tuple[schema.NodeKind, pl.DataFrame]]:
-    """Identity rows for every component an effect frame names (so edges find their source)."""
-    out = []
-    for kind, node_kind, index_prop in (("head", schema.HEAD, P.HEAD), ("neuron", schema.NEURON, P.INDEX),
-                                        ("mlp", schema.SITE, None), ("attn", schema.SITE, None)):
-        rows = effects.filter(pl.col("component") == kind)
-        if rows.height == 0:
-            continue
-        frame = pl.DataFrame({
-            "uid": [component_uid(model, kind, layer, index) for layer, index in rows.select("layer", "index").rows()],
-            P.MODEL: model, P.LAYER: rows["layer"],
-        })
-        frame = frame.with_columns(rows["index"].alias(index_prop)) if index_prop else frame.with_columns(
-            pl.lit(kind).alias("site"))
-        out.append((node_kind, frame))
-    return out
-
-
-def affects_rows(model: str, task: str, metric: str, n_examples: int, effects: pl.DataFrame) -> pl.DataFrame:
-    return pl.DataFrame({
-        "src": [component_uid(model, k, layer, i) for k, layer, i in effects.select("component", "layer", "index").rows()],
-        "dst": schema.task_uid(task), "effect": effects["effect"], "effect_norm": effects["effect_norm"],
-        "method": effects["method"], "ablation": effects["ablation"], "direction": effects["direction"],
-        "metric": metric, "n_examples": n_examples,
-    })
+    task_examples: int
+    """The first N examples of each task (0: all)."""
+    dictionaries: tuple[str, ...]
+    """SAEs / transcoders whose features are measured (by attribution) when ``feature`` is
+    among ``effect_components``; one shard each."""
+    effect_edges: bool
+    """Also score the edges (CAUSES) and build the edge-level circuit."""
+    circuit_edges: int
+    """Edges in the edge circuit before pruning (top by |effect|)."""
+    circuit_threshold: float | None
+    """If set, circuits keep every member with |effect| >= this instead of a top-n."""
 
 
 class EffectsStage(Stage):
@@ -104,9 +88,7 @@ class EffectsStage(Stage):
         out = []
         for spec in config.tasks:
             task = load_task(spec)  # the whole file is checked here, before anything runs
-            out.append((task.name, EffectsConfig(tasks=(spec,), effect_method=config.effect_method,
-                                                 ablation=config.ablation, effect_components=config.effect_components,
-                                                 circuit_n=config.circuit_n)))
+            out.append((task.name, replace(config, tasks=(spec,))))
         return out
 
     def digests(self, config: EffectsConfig) -> dict[str, str]:
@@ -115,7 +97,11 @@ class EffectsStage(Stage):
         path = Path(load_task(config.tasks[0]).path)
         files = [(path.name, path)] + ([(path.with_suffix(".json").name, path.with_suffix(".json"))]
                                        if path.with_suffix(".json").exists() else [])
-        return {"task": identity.files_digest(files)}
+        from compgraph.dictionaries.features import dictionary_digest, dictionary_name
+
+        dictionaries = {f"dictionary:{dictionary_name(p)}": dictionary_digest(p) for p in config.dictionaries
+                        if "feature" in _kinds(config)}
+        return {"task": identity.files_digest(files)} | dictionaries
 
     def skip_reason(self, info: ModelInfo) -> str | None:
         return None if info.causal else "effects need a causal LM"
@@ -127,11 +113,29 @@ class EffectsStage(Stage):
             raise ConfigError(f"--method must be one of {', '.join(METHODS)}, not {config.effect_method!r}")
         if config.ablation not in ABLATIONS:
             raise ConfigError(f"--ablation must be one of {', '.join(ABLATIONS)}, not {config.ablation!r}")
-        unknown = [k for k in config.effect_components if k not in KINDS or k == "expert"]
+        kinds = _kinds(config)
+        unknown = [k for k in kinds if (k not in KINDS and k != "feature") or k == "expert"]
         if unknown:
-            raise ConfigError(f"--effect-components takes head, neuron, mlp, attn; got {', '.join(unknown)}")
-        if config.circuit_n < 1:
-            raise ConfigError(f"--circuit-n must be at least 1, not {config.circuit_n}")
+            raise ConfigError(f"--effect-components takes head, neuron, mlp, attn, feature; got {', '.join(unknown)}")
+        if "feature" in kinds:
+            self._validate_features(info, config)
+        if config.circuit_n < 1 or config.circuit_edges < 1:
+            raise ConfigError(f"--top-n and --top-n-edges must be at least 1, not {config.circuit_n}, "
+                              f"{config.circuit_edges}")
+        if config.circuit_threshold is not None and not config.circuit_threshold >= 0:
+            raise ConfigError(f"--threshold must be a number >= 0, not {config.circuit_threshold}")
+
+    @staticmethod
+    def _validate_features(info: ModelInfo, config: EffectsConfig) -> None:
+        from compgraph.dictionaries.features import check_dictionary, load_dictionaries
+
+        if not config.dictionaries:
+            raise ConfigError("--components feature needs --dictionary PATH")
+        if config.ablation == "resample":
+            raise ConfigError("feature effects take --ablation corrupt, zero or mean")
+        for spec in config.dictionaries:
+            for d in load_dictionaries(spec):
+                check_dictionary(info, d)
 
     def check_inputs(self, ctx, config: EffectsConfig) -> None:
         from compgraph.effects.tasks import encode_task, load_task
@@ -142,16 +146,36 @@ class EffectsStage(Stage):
         shards = ["nodes"]
         if "neuron" in config.effect_components and not info.is_moe:
             shards.append("neurons")
+        if "feature" in _kinds(config):
+            shards += [f"features/{i}" for i in range(len(config.dictionaries))]
+        if config.effect_edges:
+            from compgraph.effects.edges import unsupported
+            from compgraph.models.adapters.registry import adapter_for
+
+            reason = unsupported(adapter_for(info.model_type))
+            if reason:
+                warnings.warn(f"{info.name}: no CAUSES edges: {reason}", stacklevel=1)
+            else:
+                shards.append("edges")
         return shards
 
     def run(self, ctx, config: EffectsConfig, shard: str) -> Frames:
         from compgraph.effects.tasks import encode_task, load_task
 
         loaded = ctx.model()
-        task = load_task(config.tasks[0])
+        task = load_task(config.tasks[0]).head(config.task_examples)
         enc = encode_task(task, loaded.tokenizer)
         if shard == "nodes":
             return self._nodes(ctx, loaded, task, enc, config)
+        if shard == "edges":
+            return self._edges(ctx, loaded, task, enc, config)
+        if shard.startswith("features/"):
+            from compgraph.dictionaries.effects import feature_effect_frames
+
+            return feature_effect_frames(loaded.model, loaded.adapter, model_name=ctx.info.name,
+                                         spec=config.dictionaries[int(shard.split("/")[1])], task_name=task.name,
+                                         metric_name=task.metric, enc=enc, metric=self._metric(task),
+                                         ablation=config.ablation)
         return self._neurons(ctx, loaded, task, enc, config)
 
     @staticmethod
@@ -165,8 +189,14 @@ class EffectsStage(Stage):
 
         return lambda logits, answer, wrong: compute_metric(task.metric, logits, answer, wrong)
 
+    @staticmethod
+    def _size(config: EffectsConfig, top_n: int, total: int) -> dict:
+        if config.circuit_threshold is not None:
+            return {"threshold": config.circuit_threshold}
+        return {"n": min(top_n, total)}
+
     def _nodes(self, ctx, loaded, task, enc, config: EffectsConfig) -> Frames:
-        from compgraph.effects.circuits import node_circuit
+        from compgraph.effects.circuits import faithfulness_curve, node_circuit
         from compgraph.effects.patching import node_effects
 
         model, adapter, name = loaded.model, loaded.adapter, ctx.info.name
@@ -174,39 +204,49 @@ class EffectsStage(Stage):
         summary = task_summary(model, enc, self._metric(task))
         if summary["accuracy"] < 0.6:
             warnings.warn(f"{name} fails task {task.name}: clean accuracy {summary['accuracy']:.2f}", stacklevel=1)
-        extra = dict(attention_mask=enc.attention_mask, position_ids=enc.position_ids)
-        effects = node_effects(model, adapter, **self._inputs(enc), metric=self._metric(task), kinds=kinds,
-                               method=config.effect_method, ablation=config.ablation, **extra)
+        extra = dict(attention_mask=enc.attention_mask, position_ids=enc.position_ids, ablation=config.ablation)
+        inputs = self._inputs(enc) | {"metric": self._metric(task)}
+        effects = node_effects(model, adapter, **inputs, kinds=kinds, method=config.effect_method, **extra)
         # the circuit's universe: heads and MLP blocks (an attention block is its heads)
         universe = effects.filter(pl.col("component").is_in(["head", "mlp"]))
-        circuit = node_circuit(model, adapter, **self._inputs(enc), metric=self._metric(task),
-                               scores=universe, n=min(config.circuit_n, universe.height), ablation=config.ablation,
-                               **extra)
+        circuit = node_circuit(model, adapter, **inputs, scores=universe,
+                               **self._size(config, config.circuit_n, universe.height), **extra)
+        curve = faithfulness_curve(model, adapter, **inputs, scores=universe, level="node", **extra)
+        node, includes, for_task = frames.circuit_frames(name, task.name, config.effect_method, circuit, curve,
+                                                         frames.node_circuit_members(name, circuit.members))
         task_node = pl.DataFrame([{"uid": schema.task_uid(task.name), "name": task.name,
                                    "description": task.description, "source": task.source, "metric": task.metric,
                                    "n_prompts": len(task)}])
         model_row = pl.DataFrame([{"uid": schema.model_uid(name)}])
         evaluated = pl.DataFrame([{"src": schema.model_uid(name), "dst": schema.task_uid(task.name),
                                    "metric": task.metric, **summary}])
-        circuit_uid = schema.circuit_uid(name, task.name, "node", config.effect_method)
-        circuit_node = pl.DataFrame([{
-            "uid": circuit_uid, P.MODEL: name, "task": task.name, "method": config.effect_method, "level": "node",
-            "ablation": circuit.ablation, "size": circuit.size, "n": circuit.n, "metric_full": circuit.metric_full,
-            "metric_empty": circuit.metric_empty, "metric_circuit": circuit.metric_circuit,
-            "faithfulness": circuit.faithfulness}])
-        members = circuit.members
-        includes = pl.DataFrame({
-            "src": circuit_uid,
-            "dst": [component_uid(name, k, layer, i) for k, layer, i in members.select("component", "layer", "index").rows()],
-            "score": members["score"], "rank": members["rank"],
-        })
-        for_task = pl.DataFrame([{"src": circuit_uid, "dst": schema.task_uid(task.name)}])
         return Frames.of(
-            nodes=[(schema.MODEL, model_row), (schema.TASK, task_node), *component_nodes(name, effects),
-                   (schema.CIRCUIT, circuit_node)],
+            nodes=[(schema.MODEL, model_row), (schema.TASK, task_node), *frames.component_nodes(name, effects),
+                   (schema.CIRCUIT, node)],
             edges=[(schema.EVALUATED_ON, evaluated),
-                   (schema.AFFECTS, affects_rows(name, task.name, task.metric, len(task), effects)),
+                   (schema.AFFECTS, frames.affects_rows(name, task.name, task.metric, len(task), effects)),
                    (schema.INCLUDES, includes), (schema.FOR_TASK, for_task)])
+
+    def _edges(self, ctx, loaded, task, enc, config: EffectsConfig) -> Frames:
+        from compgraph.effects.circuits import edge_circuit, faithfulness_curve
+        from compgraph.effects.edges import edge_attribution
+
+        model, adapter, name = loaded.model, loaded.adapter, ctx.info.name
+        method = "eap-ig" if config.effect_method == "eap-ig" else "attribution"
+        inputs = self._inputs(enc) | {"metric": self._metric(task), "attention_mask": enc.attention_mask,
+                                      "position_ids": enc.position_ids}
+        scores = edge_attribution(model, adapter, **inputs, method=method)
+        circuit = edge_circuit(model, adapter, **inputs, scores=scores, ablation=config.ablation,
+                               **self._size(config, config.circuit_edges, scores.height))
+        curve = faithfulness_curve(model, adapter, **inputs, scores=scores, level="edge", ablation=config.ablation)
+        group = ctx.info.n_heads // ctx.info.n_kv_heads
+        members = frames.edge_circuit_members(name, circuit.members, group=group)
+        node, includes, for_task = frames.circuit_frames(name, task.name, method, circuit, curve, members)
+        causes = frames.causes_rows(name, task.name, scores, circuit.members, group=group)
+        return Frames.of(
+            nodes=[(schema.TASK, pl.DataFrame([{"uid": schema.task_uid(task.name), "name": task.name}])),
+                   *frames.edge_nodes(name, scores, group=group), (schema.CIRCUIT, node)],
+            edges=[(schema.CAUSES, causes), (schema.INCLUDES, includes), (schema.FOR_TASK, for_task)])
 
     def _neurons(self, ctx, loaded, task, enc, config: EffectsConfig) -> Frames:
         from compgraph.effects.patching import attribution_patching
@@ -216,8 +256,14 @@ class EffectsStage(Stage):
         effects = attribution_patching(loaded.model, loaded.adapter, **self._inputs(enc), metric=self._metric(task),
                                        kinds=("neuron",), method=method, attention_mask=enc.attention_mask,
                                        position_ids=enc.position_ids)
-        return Frames.of(nodes=component_nodes(name, effects),
-                         edges=[(schema.AFFECTS, affects_rows(name, task.name, task.metric, len(task), effects))])
+        return Frames.of(nodes=frames.component_nodes(name, effects),
+                         edges=[(schema.AFFECTS, frames.affects_rows(name, task.name, task.metric, len(task),
+                                                                     effects))])
+
+
+def _kinds(config: EffectsConfig) -> tuple[str, ...]:
+    """The component kinds asked for (``features`` read as ``feature``)."""
+    return tuple("feature" if k == "features" else k for k in config.effect_components)
 
 
 @torch.no_grad()

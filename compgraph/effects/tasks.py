@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -138,6 +138,10 @@ class Task:
 
     def __len__(self) -> int:
         return len(self.examples)
+
+    def head(self, n: int | None) -> "Task":
+        """The task with its first ``n`` examples (all of them when ``n`` is None or 0)."""
+        return replace(self, examples=self.examples[:n]) if n else self
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -287,3 +287,9 @@ def test_smollm2_on_every_shipped_task(capsys):
     for name in ("induction", "capitals", "ioi", "copying", "greater_than"):
         acc, d_clean, d_corrupt = results[name]
         assert acc >= 0.9 and d_clean > d_corrupt + 2.0, (name, results[name])
+
+
+def test_head_keeps_the_first_examples_in_file_order():
+    task = T.load_task("ioi")
+    assert [e.line for e in task.head(5).examples] == [1, 2, 3, 4, 5]
+    assert task.head(0) is task and task.head(None) is task and len(task.head(10_000)) == len(task)

@@ -10,6 +10,7 @@ norm, logits destination), ε = 1 and the agreement is exact.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -258,6 +259,9 @@ def test_edge_interventions(family):
 
 def test_sandwich_norms_are_refused():
     model, adapter = build("gemma3_text")
-    with pytest.raises(ConfigError, match="not attn_out \\+ mlp_out"):
+    with pytest.raises(ConfigError, match="sandwich norms"):
         edge_attribution(model, adapter, **task(), metric=metric)
+    # an adapter that wrongly claims additive blocks is caught by the runtime check
+    with pytest.raises(ConfigError, match="not attn_out \\+ mlp_out"):
+        edge_attribution(model, dataclasses.replace(adapter, additive_blocks=True), **task(), metric=metric)
 

@@ -41,7 +41,8 @@ def stored(loaded, tiny_dir, tmp_path_factory):
     task = write_task(tmp_path_factory.mktemp("task") / "mine.jsonl", EXAMPLES)
     store = MemoryStore()
     report = ingest(store, IngestConfig(model=str(tiny_dir), name="tiny", tasks=(task,), extract=("effects",),
-                                        device="cpu", circuit_n=3), loaded=loaded)
+                                        device="cpu", circuit_n=3, circuit_edges=10),
+                    loaded=loaded)
     assert [(s.stage, s.status) for s in report.stages] == [("effects/mine", "complete")]
     return store, encode_task(load_task(task), loaded.tokenizer)
 
@@ -125,12 +126,12 @@ def test_task_summary_and_circuit_are_stored(stored):
     store, enc = stored
     evaluated = store.edges(schema.EVALUATED_ON).row(0, named=True)
     assert 0 <= evaluated["accuracy"] <= 1 and evaluated["dst"] == schema.task_uid("mine")
-    circuit = store.nodes(schema.CIRCUIT).row(0, named=True)
-    assert circuit["size"] == 3 and circuit["level"] == "node"
+    circuit = store.nodes(schema.CIRCUIT).filter(pl.col("level") == "node").row(0, named=True)
+    assert circuit["size"] == 3 and circuit["n"] == 3
     full, empty, inside = circuit["metric_full"], circuit["metric_empty"], circuit["metric_circuit"]
     assert circuit["faithfulness"] == pytest.approx((inside - empty) / (full - empty))
     assert full == pytest.approx(evaluated["metric_clean"], rel=1e-5)
-    members = store.edges(schema.INCLUDES)
+    members = store.edges(schema.INCLUDES).filter(pl.col("src") == circuit["uid"])
     assert sorted(members["rank"].to_list()) == [0, 1, 2]
     assert store.edges(schema.AFFECTS, where={"method": "activation"}).height == 2 * 4 + 2 + 2
 
@@ -142,3 +143,74 @@ def test_a_malformed_task_file_writes_nothing(loaded, tiny_dir, tmp_path):
         ingest(store, IngestConfig(model=str(tiny_dir), name="tiny", tasks=(bad,), device="cpu"), loaded=loaded)
     assert store.nodes(schema.RUN).height == 0 and store.nodes(schema.MODEL).height == 0
     assert store.nodes(schema.TOKEN).height == 0
+
+
+def test_causes_edges_are_every_edge_of_the_graph(stored):
+    store, _ = stored
+    causes = store.edges(schema.CAUSES)
+    # tiny: embed feeds all 19 destinations; each layer-0 head feeds layer 0's MLP, layer 1's
+    # 4 q + 2x2 k/v + MLP and the logits (11); layer 0's MLP 10; each layer-1 head 2; layer 1's MLP 1
+    assert causes.height == 19 + 4 * 11 + 10 + 4 * 2 + 1
+    assert set(causes["input"]) == {"q", "k", "v", "mlp", "logits"}
+    assert sorted(causes["rank"].to_list()) == list(range(causes.height))
+    # grouped-query attention (4 query heads, 2 KV heads): k and v end at the KV head's :Site
+    kv = causes.filter(pl.col("input") == "k")["dst"].unique().sort().to_list()
+    assert kv == [schema.kv_head_uid("tiny", layer, g) for layer in (0, 1) for g in (0, 1)]
+    sites = store.nodes(schema.SITE)
+    assert {schema.site_uid("tiny", "embed"), schema.site_uid("tiny", "logits")} <= set(sites["uid"])
+
+
+def test_head_to_logits_edge_equals_a_direct_recomputation(stored, loaded):
+    """score(L1H2 -> logits) = Σ (corrupt − clean head output through W_O) · ∂M/∂x_final,
+    x_final the final norm's input on the clean run, M the mean logit difference."""
+    store, enc = stored
+    model = loaded.model
+    layer, head = 1, 2
+    d_head = model.config.hidden_size // model.config.num_attention_heads
+    w_o = model.get_submodule(f"model.layers.{layer}.self_attn.o_proj").weight[:, head * d_head:(head + 1) * d_head]
+    outputs = [o_proj_input(model, enc, ids, layer)[..., head * d_head:(head + 1) * d_head] @ w_o.T
+               for ids in (enc.clean_ids, enc.corrupt_ids)]
+    got = {}
+
+    def keep(module, args):
+        args[0].retain_grad()
+        got["x"] = args[0]
+
+    with torch.enable_grad():
+        run(model, enc, enc.clean_ids, [("model.norm", keep)]).mean().backward()
+    want = float(((outputs[1] - outputs[0]).detach() * got["x"].grad).sum())
+    model.zero_grad(set_to_none=True)
+    row = store.edges(schema.CAUSES).filter(
+        (pl.col("src") == schema.head_uid("tiny", layer, head)) & (pl.col("input") == "logits")).row(0, named=True)
+    assert row["dst"] == schema.site_uid("tiny", "logits")
+    assert (row["method"], row["task"]) == ("attribution", "mine")
+    assert row["effect"] == pytest.approx(want, rel=1e-4, abs=1e-7)
+
+
+def test_edge_circuit_and_curves_are_stored(stored):
+    store, _ = stored
+    circuits = {c["level"]: c for c in store.nodes(schema.CIRCUIT).iter_rows(named=True)}
+    edge = circuits["edge"]
+    assert (edge["method"], edge["task"], edge["n"], edge["ablation"]) == ("attribution", "mine", 10, "corrupt")
+    assert 0 < edge["size"] <= 10  # the top 10 edges, pruned to embeddings -> logits paths
+    full, empty, inside = edge["metric_full"], edge["metric_empty"], edge["metric_circuit"]
+    assert edge["faithfulness"] == pytest.approx((inside - empty) / (full - empty))
+    assert full == pytest.approx(circuits["node"]["metric_full"], rel=1e-5)  # both: the clean run
+    causes = store.edges(schema.CAUSES)
+    assert causes["in_circuit"].sum() == edge["size"]
+    for circuit in circuits.values():
+        assert circuit["curve_fractions"] == [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
+        faith = circuit["curve_faithfulness"]
+        assert faith[-1] == pytest.approx(1.0)
+        xs = circuit["curve_fractions"]
+        cpr = sum((xs[i + 1] - xs[i]) * (faith[i] + faith[i + 1]) / 2 for i in range(len(xs) - 1))
+        cmd = sum((xs[i + 1] - xs[i]) * (abs(1 - faith[i]) + abs(1 - faith[i + 1])) / 2 for i in range(len(xs) - 1))
+        assert (circuit["cpr"], circuit["cmd"]) == (pytest.approx(cpr), pytest.approx(cmd))
+    # the edge circuit includes every component its edges touch, ranked by Σ|effect|
+    members = store.edges(schema.INCLUDES).filter(pl.col("src") == edge["uid"])
+    inside = causes.filter(pl.col("in_circuit"))
+    touched = pl.concat([inside.select(uid="src", score=pl.col("effect").abs()),
+                         inside.select(uid="dst", score=pl.col("effect").abs())]).group_by("uid").agg(pl.col("score").sum())
+    got = members.select(uid="dst", got="score").join(touched, on="uid")
+    assert got.height == members.height == touched.height
+    assert got["got"].to_list() == pytest.approx(got["score"].to_list())
