@@ -133,23 +133,14 @@ def _dst_nodes(dst: dict, group: int) -> list[Node]:
 
 def prune_edges(members: pl.DataFrame, *, group: int = 1) -> pl.DataFrame:
     """Keep the edges on a path from the embeddings to the logits (module doc)."""
+    import networkx as nx
+
     edges = [(Node(**s), _dst_nodes(d, group)) for s, d in zip(members["src"].to_list(), members["dst"].to_list())]
-    reached = {Node("embed", None, None)}
-    changed = True
-    while changed:
-        changed = False
-        for src, dsts in edges:
-            if src in reached and not reached.issuperset(dsts):
-                reached.update(dsts)
-                changed = True
-    useful = {Node("logits", None, None)}
-    changed = True
-    while changed:
-        changed = False
-        for src, dsts in edges:
-            if src not in useful and useful.intersection(dsts):
-                useful.add(src)
-                changed = True
+    start, end = Node("embed", None, None), Node("logits", None, None)
+    graph = nx.DiGraph([(src, dst) for src, dsts in edges for dst in dsts])
+    graph.add_nodes_from((start, end))
+    reached = nx.descendants(graph, start) | {start}
+    useful = nx.ancestors(graph, end) | {end}
     keep = [src in reached and bool(useful.intersection(dsts)) for src, dsts in edges]
     return members.filter(pl.Series(keep, dtype=pl.Boolean))
 

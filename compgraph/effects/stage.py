@@ -80,7 +80,7 @@ class EffectsStage(Stage):
     version = 1
     Config = EffectsConfig
     inputs = ("weights",)
-    description = "Causal effects on tasks: activation and attribution patching, node circuits."
+    description = "Causal effects on tasks: node effects, edge attribution, node and edge circuits."
 
     def instances(self, config: EffectsConfig) -> list[tuple[str, EffectsConfig]]:
         from compgraph.effects.tasks import load_task

@@ -165,23 +165,27 @@ def oracle_effect(model, adapter, comp, ablation, direction, t, seed=0):
     mod, side = where(model, adapter, kind, layer)
     clean_full = record(model, adapter, kind, layer, t["clean_ids"], t)
     clean = cut(kind, index, clean_full, d_head)
-    if direction == "denoising":
-        target = clean
-    elif ablation == "corrupt":
-        target = cut(kind, index, record(model, adapter, kind, layer, t["corrupt_ids"], t), d_head)
-    elif ablation == "zero":
-        target = torch.zeros_like(clean)
-    elif ablation == "mean":
-        m = t["attention_mask"].to(clean.dtype)[..., None]
-        target = ((clean * m).sum((0, 1)) / m.sum()).expand_as(clean)
-    else:
-        target = clean[derangement(N, seed)]
+    corrupt = lambda: cut(kind, index, record(model, adapter, kind, layer, t["corrupt_ids"], t), d_head)  # noqa: E731
+    target = clean if direction == "denoising" else _oracle_target(ablation, clean, corrupt, t, seed)
     if side == "in":
         hook = (mod, "pre", lambda m_, a: (paste(kind, index, a[0], target, d_head), *a[1:]))
     else:
         hook = (mod, "post", lambda m_, a, o: paste(kind, index, o, target, d_head))
     with torch.no_grad():
         return float(run(model, base, t, [hook]).mean() - m_base)
+
+
+def _oracle_target(ablation, clean, corrupt, t, seed):
+    """What the oracle patches in: the corrupt run's value (``corrupt()``), zero, the mean
+    over the clean run's prompt positions and examples, or another example's value."""
+    if ablation == "corrupt":
+        return corrupt()
+    if ablation == "zero":
+        return torch.zeros_like(clean)
+    if ablation == "mean":
+        m = t["attention_mask"].to(clean.dtype)[..., None]
+        return ((clean * m).sum((0, 1)) / m.sum()).expand_as(clean)
+    return clean[derangement(N, seed)]
 
 
 def _oracle_expert(model, adapter, comp, ablation, t, seed, m_clean):
@@ -197,15 +201,7 @@ def _oracle_expert(model, adapter, comp, ablation, t, seed, m_clean):
             return expert_output(experts, *got["a"], e).view(N, T_, -1)
 
     clean = contribution(t["clean_ids"])
-    if ablation == "corrupt":
-        target = contribution(t["corrupt_ids"])
-    elif ablation == "zero":
-        target = torch.zeros_like(clean)
-    elif ablation == "mean":
-        m = t["attention_mask"].to(clean.dtype)[..., None]
-        target = ((clean * m).sum((0, 1)) / m.sum()).expand_as(clean)
-    else:
-        target = clean[derangement(N, seed)]
+    target = _oracle_target(ablation, clean, lambda: contribution(t["corrupt_ids"]), t, seed)
     live = {}
     hooks = [(experts, "pre", lambda m, a: live.__setitem__("a", a)),
              (block, "post", lambda m, a, o: o - expert_output(experts, *live["a"], e).view_as(o) + target)]
