@@ -93,10 +93,15 @@ def model_files(location: str, gguf_file: str | None) -> list[tuple[str, Path]]:
 
 def identity_hash(*, model: str, stage: str, version: int, config: Any, inputs: dict[str, str]) -> str:
     """The hash a run uid is built from; independent of option order and of execution
-    settings (device, batch size), which are not part of a stage's configuration."""
+    settings (device, batch size), which are not part of a stage's configuration.
+
+    Config fields whose value is empty (None, [], {}) are left out: an optional field
+    added to a stage's config later, at its empty default, means "not used", so the
+    runs made before it existed keep their identity and are not recomputed."""
     payload = {
         "model": model, "stage": stage, "version": version,
-        "config": config_dict(config), "inputs": dict(sorted(inputs.items())),
+        "config": {k: v for k, v in config_dict(config).items() if v not in (None, [], {})},
+        "inputs": dict(sorted(inputs.items())),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 

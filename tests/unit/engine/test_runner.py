@@ -11,7 +11,7 @@ import pytest
 
 from compgraph import schema
 from compgraph.config import IngestConfig
-from compgraph.engine import registry
+from compgraph.engine import identity, registry
 from compgraph.engine.registry import register
 from compgraph.engine.stage import Frames, Stage
 from compgraph.errors import ConfigError
@@ -172,6 +172,26 @@ def test_identity_ignores_option_order_and_execution_settings(tiny_dir, loaded):
     assert [s.run for s in a.stages] == [s.run for s in b.stages]
     c = plan(cfg(tiny_dir, extract=("neurons", "heads"), corpus=None, seed=1), loaded=loaded)
     assert [s.run for s in c.stages][:2] == [s.run for s in a.stages][:2] and c.stages[2].run != a.stages[2].run
+
+
+def test_an_optional_field_added_at_its_empty_default_keeps_the_identity():
+    @dataclasses.dataclass(frozen=True)
+    class Before:
+        top_k: int = 10
+
+    @dataclasses.dataclass(frozen=True)
+    class After:
+        top_k: int = 10
+        dictionaries: tuple = ()
+        threshold: float | None = None
+
+    def key(config):
+        return identity.identity_hash(model="m", stage="s", version=1, config=config, inputs={"weights": "w"})
+
+    assert key(Before()) == key(After())
+    assert key(After(dictionaries=("sae",))) != key(Before())
+    assert key(After(threshold=0.0)) != key(Before())  # 0 is a value, not "unused"
+    assert key(After(top_k=5)) != key(Before())
 
 
 def test_replacing_the_weights_behind_the_same_path_is_a_new_run(tmp_path):
