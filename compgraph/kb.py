@@ -151,8 +151,9 @@ class KB:
         """Every component's effect on a task (``AFFECTS``), by one method or all: component,
         kind, layer, index, effect, effect_norm, method, ablation, direction, metric,
         n_examples; largest |effect| first. ``task`` is the task's name."""
-        found = self.store.edges(schema.AFFECTS, where=_present({METHOD: method}), source_where={MODEL: model})
-        found = _conform(found, {"src": pl.String, "dst": pl.String}).filter(pl.col("dst") == schema.task_uid(task))
+        found = self.store.edges(schema.AFFECTS, where=_present({METHOD: method}), source_where={MODEL: model},
+                                 target_where={UID: schema.task_uid(task)})
+        found = _conform(found, {"src": pl.String, "dst": pl.String})
         found = self._describe(model, found.rename({"src": "component"}), "component")
         return _conform(found, EFFECT_COLUMNS).select(list(EFFECT_COLUMNS)) \
             .sort([pl.col(EFFECT).abs(), pl.col("component")], descending=[True, False], nulls_last=True)

@@ -81,9 +81,11 @@ class GraphStore(Protocol):
         """Nodes of ``kind`` (by uid, or matching ``where``): one row each, a column per property."""
         ...
 
-    def edges(self, rel: RelKind, *, where: Filter | None = None, source_where: Filter | None = None) -> pl.DataFrame:
-        """Edges of ``rel`` matching ``where`` (edge properties) and ``source_where`` (the source
-        node's properties): columns ``src``, ``dst`` and one per edge property."""
+    def edges(self, rel: RelKind, *, where: Filter | None = None, source_where: Filter | None = None,
+              target_where: Filter | None = None) -> pl.DataFrame:
+        """Edges of ``rel`` matching ``where`` (edge properties), ``source_where`` and
+        ``target_where`` (the end nodes' properties): columns ``src``, ``dst`` and one per
+        edge property."""
         ...
 
     def delete_edges(self, rel: RelKind, *, where: Filter | None = None, source_where: Filter | None = None) -> int:
@@ -215,8 +217,9 @@ class BaseStore(ABC):
             props = [r["props"] for r in self._read(statement, params)]
         return props_frame(props, ["uid"])
 
-    def edges(self, rel: RelKind, *, where: Filter | None = None, source_where: Filter | None = None) -> pl.DataFrame:
-        statement, params = cypher.read_edges(rel, where, source_where)
+    def edges(self, rel: RelKind, *, where: Filter | None = None, source_where: Filter | None = None,
+              target_where: Filter | None = None) -> pl.DataFrame:
+        statement, params = cypher.read_edges(rel, where, source_where, target_where)
         return props_frame([{"src": r["src"], "dst": r["dst"], **(r["props"] or {})}
                             for r in self._read(statement, params)], ["src", "dst"])
 

@@ -157,16 +157,19 @@ def read_nodes_by_uid(kind: NodeKind) -> str:
             f"WHERE n:{ident(kind.labels[-1])} RETURN properties(n) AS props")
 
 
-def _edge_match(rel: RelKind, where: dict | None, source_where: dict | None) -> tuple[str, dict]:
+def _edge_match(rel: RelKind, where: dict | None, source_where: dict | None,
+                target_where: dict | None = None) -> tuple[str, dict]:
     cond, params = where_clause("e", where, "w")
     src_cond, src_params = where_clause("a", source_where, "s")
+    dst_cond, dst_params = where_clause("b", target_where, "t")
     return (f"MATCH (a:{ident(rel.source.key_label)})-[e:{ident(rel.type)}]->(b:{ident(rel.target.key_label)})"
-            f"{_join(cond, src_cond)}", {**params, **src_params})
+            f"{_join(cond, src_cond, dst_cond)}", {**params, **src_params, **dst_params})
 
 
-def read_edges(rel: RelKind, where: dict | None, source_where: dict | None) -> tuple[str, dict]:
+def read_edges(rel: RelKind, where: dict | None, source_where: dict | None,
+               target_where: dict | None = None) -> tuple[str, dict]:
     """Rows ``{src, dst, props}`` of the matching edges."""
-    match, params = _edge_match(rel, where, source_where)
+    match, params = _edge_match(rel, where, source_where, target_where)
     return f"{match} RETURN a.uid AS src, b.uid AS dst, properties(e) AS props", params
 
 

@@ -106,10 +106,12 @@ class MemoryStore:
         return [identity for identity, props in self._edges.get(rel.type, {}).items()
                 if matches(props, where) and (not source_where or matches(sources.get(identity[0], {}), source_where))]
 
-    def edges(self, rel: RelKind, *, where: Filter | None = None, source_where: Filter | None = None) -> pl.DataFrame:
+    def edges(self, rel: RelKind, *, where: Filter | None = None, source_where: Filter | None = None,
+              target_where: Filter | None = None) -> pl.DataFrame:
         table = self._edges.get(rel.type, {})
-        return props_frame([{"src": i[0], "dst": i[1], **table[i]} for i in self._matching_edges(rel, where, source_where)],
-                           ["src", "dst"])
+        targets = self._nodes.get(rel.target.key_label, {})
+        return props_frame([{"src": i[0], "dst": i[1], **table[i]} for i in self._matching_edges(rel, where, source_where)
+                            if not target_where or matches(targets.get(i[1], {}), target_where)], ["src", "dst"])
 
     def delete_edges(self, rel: RelKind, *, where: Filter | None = None, source_where: Filter | None = None) -> int:
         doomed = self._matching_edges(rel, where, source_where)

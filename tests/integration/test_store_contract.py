@@ -230,6 +230,10 @@ def test_edge_reads_and_deletes_by_run_and_source(store):
     store.merge_edges(schema.DECODES_TO, other)
     assert store.edges(schema.DECODES_TO, where={"run": "r1"}).height == 4
     assert store.edges(schema.DECODES_TO, where={"run": "r1"}, source_where={"model": "m"}).height == 3
+    to_tokens_0_1 = store.edges(schema.DECODES_TO, source_where={"model": "m"}, target_where={"id": [0, 1]})
+    assert sorted(to_tokens_0_1["src"].to_list()) == [schema.neuron_uid("m", 0, 0), schema.neuron_uid("m", 0, 1)]
+    assert store.edges(schema.DECODES_TO, target_where={"uid": [schema.token_uid("tok", 3), schema.token_uid("tok", 4)]}) \
+        .sort("dst")["dst"].to_list() == [schema.token_uid("tok", 3), schema.token_uid("tok", 4)]
     got = store.edges(schema.DECODES_TO, where={"run": "r2"})
     assert got.select("src", "dst", "rank").to_dicts() == [
         {"src": schema.neuron_uid("m", 1, 1), "dst": schema.token_uid("tok", 3), "rank": 0}]
