@@ -18,8 +18,10 @@ of the site's value x at one token):
   :mod:`compgraph.extract.decode`, ranks as for neurons). Only for dictionaries whose
   output is a residual-stream write of width d_model (``DECODES_SITES``).
 - ``ACTIVATES_ON``: among the corpus's ``tracked_tokens`` most frequent tokens, the
-  ``top_k`` with the largest mean f_j (``mean_act``, ``max_act``, ``count``), computed by
-  the streaming statistics of :mod:`compgraph.extract.neurons`.
+  ``top_k`` with the largest mean f_j (``mean_act``, ``max_act``, ``count``) among those
+  seen at least ``ACTIVATES_MIN_COUNT`` times (a sparse feature's mean over one or two
+  occurrences is one activation, not a preference), computed by the streaming statistics
+  of :mod:`compgraph.extract.neurons`.
 - ``CONNECTS {kind: "transcoder"}``: for transcoders, feature → feature weights to every
   later transcoder of the job (:mod:`compgraph.dictionaries.connections`), the top
   ``connections_k`` per source feature.
@@ -56,6 +58,9 @@ _FILE_SUFFIXES = (".json", ".yaml", ".yml", ".safetensors")
 
 
 # ---- reading, naming, identity ------------------------------------------------------------
+
+ACTIVATES_MIN_COUNT = 5
+"""ACTIVATES_ON ranks only tokens the corpus pass saw at least this many times."""
 
 def dictionary_name(spec: str) -> str:
     """The scope name of a ``--dictionary`` spec: its folder's name (the parent folder for a
@@ -207,7 +212,7 @@ def stats_groups(widths: list[int], tracked: int, memory_gb: float) -> list[tupl
 
 class FeaturesStage(Stage):
     name = "features"
-    version = 1
+    version = 2  # 2: ACTIVATES_ON among tokens seen >= ACTIVATES_MIN_COUNT times
     Config = FeaturesConfig
     inputs = ("weights", "corpus")
     requires = ("tokens",)
@@ -334,7 +339,8 @@ def feature_stats(ctx, config: FeaturesConfig, dicts: list[Dictionary], uids: li
         acc = got.stats[i]
         features = [schema.feature_uid(uid, j) for j in range(d.width)]
         nodes = feature_identity(ctx.info.name, uid, d).with_columns(stat_columns(acc, got.n_seen))
-        edges = top_tokens(features, acc, got.tracked, got.counts, ctx.tokenizer_id, config.top_k)
+        edges = top_tokens(features, acc, got.tracked, got.counts, ctx.tokenizer_id, config.top_k,
+                           min_count=ACTIVATES_MIN_COUNT)
         out += Frames.of(nodes=[(schema.FEATURE, nodes)], edges=[(schema.ACTIVATES_ON, edges)])
     return out
 

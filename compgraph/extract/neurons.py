@@ -219,10 +219,11 @@ def activation_stats(model, adapter: Adapter, stream, layers: range, *, model_na
 
 
 def top_tokens(uids: list[str], acc: LayerStats, tracked: torch.Tensor, counts: torch.Tensor,
-               tokenizer_id: str, k: int) -> pl.DataFrame:
-    """Per neuron, the k tracked tokens with the largest mean activation."""
+               tokenizer_id: str, k: int, min_count: int = 1) -> pl.DataFrame:
+    """Per neuron, the k tracked tokens with the largest mean activation, among the tokens
+    seen at least ``min_count`` times."""
     counts = counts.to(acc.by_token.device)
-    seen = counts > 0
+    seen = counts >= max(min_count, 1)
     mean = torch.where(seen.unsqueeze(1), acc.by_token / counts.clamp(min=1).unsqueeze(1), -torch.inf)
     k = min(k, int(seen.sum()))
     if k == 0:
