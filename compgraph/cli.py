@@ -408,15 +408,18 @@ def effects(model, tasks, name, dictionaries, force, device, dtype, store, datab
               help="A feature silent for this many training tokens is dead.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--dtype", default="auto", show_default=True,
+              help="The model's forward pass: auto (bfloat16 where the hardware has it natively), float32, "
+                   "bfloat16 or float16; the dictionary trains in float32.")
 @handle_errors
 def train_dictionary(model, layer, site, kind, width, k, tokens, eval_tokens, out, corpus, seq_len, batch_size,
-                     batch_tokens, lr, dead_tokens, seed, device):
+                     batch_tokens, lr, dead_tokens, seed, device, dtype):
     """Train a TopK SAE or transcoder on MODEL's activations over a corpus and save it in the
     SAELens layout (read back by --dictionary)."""
     from compgraph.dictionaries.train import TrainConfig, TrainJob, train_dictionary as run_training
 
     job = TrainJob(model=model, layer=layer, site=site, out=out, corpus=corpus, tokens=tokens, eval_tokens=eval_tokens,
-                   seq_len=seq_len, batch_size=batch_size, device=device,
+                   seq_len=seq_len, batch_size=batch_size, device=device, dtype=dtype,
                    train=TrainConfig(kind=kind, width=width, k=k, lr=lr, batch_tokens=batch_tokens,
                                      dead_tokens=dead_tokens, seed=seed))
     with _training_progress(tokens + eval_tokens) as (on_step, on_read):

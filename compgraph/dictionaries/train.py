@@ -537,6 +537,10 @@ class TrainJob:
     """Corpus rows per forward pass of the model."""
     chunk_tokens: int = 65_536
     device: str = "auto"
+    dtype: str = "auto"
+    """The model's forward pass that produces the activations: ``auto`` is bfloat16 where
+    the hardware computes it natively (:func:`~compgraph.models.loading.native_bf16`),
+    float32 elsewhere. The coder itself always trains in float32."""
     train: TrainConfig = TrainConfig()
 
     def __post_init__(self) -> None:
@@ -548,6 +552,15 @@ class TrainJob:
     def default_out(self, model_name: str) -> str:
         site = self.site or ("mlp_in" if self.train.kind == "transcoder" else "resid")
         return f"{model_name}-L{self.layer}-{site}-{self.train.kind}-w{self.train.width}-k{self.train.k}"
+
+
+def forward_dtype(dtype: str, device: str) -> str:
+    """The dtype name the activations' forward pass runs in (``TrainJob.dtype``)."""
+    from compgraph.models import loading
+
+    if dtype != "auto":
+        return dtype
+    return "bfloat16" if loading.native_bf16(loading.pick_device(device)) else "float32"
 
 
 def train_dictionary(job: TrainJob, *, progress: Progress | None = None,
@@ -567,7 +580,7 @@ def train_dictionary(job: TrainJob, *, progress: Progress | None = None,
         if site not in adapter.sites:
             raise ConfigError(f"site {site!r} does not exist in a {adapter.name} model")
     corpus = resolve_corpus(job.corpus)
-    loaded = loading.load(job.model, device=job.device, dtype="float32")
+    loaded = loading.load(job.model, device=job.device, dtype=forward_dtype(job.dtype, job.device))
     wanted = job.tokens + job.eval_tokens
     stream = TokenStream(loaded.tokenizer, corpus.documents(), seq_len=job.seq_len,
                          max_tokens=int(wanted * 1.1) + 16 * job.seq_len)
@@ -585,6 +598,7 @@ def train_dictionary(job: TrainJob, *, progress: Progress | None = None,
     d = result.coder.to_dictionary(kind=kind, site=in_site[0], layer=job.layer, output_site=out_site[0],
                                    output_layer=job.layer, source=str(out))
     extra = {"corpus": corpus.spec, "corpus_digest": corpus.digest(), "model": job.model, **result.summary(),
+             "activation_dtype": loaded.dtype,
              "train": asdict(job.train), "learning_rate": job.train.learning_rate, "seq_len": job.seq_len}
     save_saelens(d, out, model_name=name, context_size=job.seq_len, extra=extra)
     return out, result

@@ -154,6 +154,19 @@ def pick_device(device: str) -> str:
     return device
 
 
+def native_bf16(device: str) -> bool:
+    """Whether ``device`` computes bfloat16 matmuls natively: CUDA, or a CPU with the
+    AVX-512 BF16 or AMX-BF16 instructions (there, oneDNN runs bf16 linear layers about
+    twice as fast as float32)."""
+    if device.startswith("cuda"):
+        return True
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def pick_dtype(dtype: str, device: str):
     import torch
 

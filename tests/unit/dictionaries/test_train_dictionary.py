@@ -3,6 +3,7 @@ directions from synthetic k-sparse data, and an exact round trip through read_di
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -12,7 +13,7 @@ from click.testing import CliRunner
 from compgraph.cli import main
 from compgraph.dictionaries.readers import read_dictionary
 from compgraph.dictionaries.train import (
-    FVE, DeadTracker, TopKCoder, TrainConfig, TrainJob, loss_terms, resolve_sites, train, train_dictionary,
+    FVE, DeadTracker, TopKCoder, TrainConfig, TrainJob, forward_dtype, loss_terms, resolve_sites, train, train_dictionary,
 )
 from compgraph.errors import ConfigError
 
@@ -152,6 +153,18 @@ def test_a_trained_dictionary_reads_back_exactly(tiny_dir, corpus, tmp_path, kin
     x = torch.randn(10, 32, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(d.forward(x), coder(x).detach(), rtol=1e-5, atol=1e-5)
     assert result.tokens == 800 and result.eval_tokens == 200 and math.isfinite(result.fve)
+    recorded = json.loads((folder / "cfg.json").read_text())["compgraph"]["activation_dtype"]
+    assert recorded == forward_dtype("auto", "cpu")
+
+
+def test_the_forward_pass_runs_in_bfloat16_only_where_the_hardware_has_it(monkeypatch):
+    from compgraph.models import loading
+
+    assert forward_dtype("float16", "cpu") == "float16" and forward_dtype("float32", "cpu") == "float32"
+    assert loading.native_bf16("cuda")
+    for native, want in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(loading, "native_bf16", lambda device, native=native: native)
+        assert forward_dtype("auto", "cpu") == want
 
 
 def test_the_command_trains_and_reports(tiny_dir, corpus, tmp_path):
