@@ -253,10 +253,16 @@ def overlap(model, tasks, level, method, fmt, out, store, database):
 
 # ---- reuse ------------------------------------------------------------------------------------------
 
-def _universe(kb, model: str):
+def _universe(kb, model: str, circuits: dict):
+    """The components a null circuit draws from: the model's components of the kinds the
+    circuits hold (the null keeps each stratum's kind, so no other kind is ever drawn; a
+    model's 46k neurons are not read for circuits of heads and blocks)."""
     import polars as pl
 
-    return kb.components(model).select(pl.col("uid").alias("component"), "kind", "layer")
+    kinds = sorted({k for frame in circuits.values() for k in frame["kind"].drop_nulls().unique().to_list()})
+    return pl.concat([kb.components(model, kind=k).select(pl.col("uid").alias("component"), "kind", "layer")
+                      for k in kinds]) if kinds else pl.DataFrame(schema={"component": pl.String, "kind": pl.String,
+                                                                          "layer": pl.Int64})
 
 
 @analyse.command()
@@ -287,7 +293,7 @@ def reuse(model, tasks, level, method, measure, statistic, permutations, seed, f
         if len(circuits) < 2:
             raise ConfigError(f"reuse needs circuits of at least two tasks; {model} has {len(circuits)} "
                               f"{level} circuit(s) by {method}")
-        test = {"statistic": statistic, **permutation_test(circuits, _universe(kb, model), n=permutations,
+        test = {"statistic": statistic, **permutation_test(circuits, _universe(kb, model, circuits), n=permutations,
                                                            seed=seed, statistic=statistic)}
     matrix, counts = overlap_matrix(circuits, measure), reuse_counts(circuits)
     if out is not None:
