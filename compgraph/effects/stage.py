@@ -13,6 +13,10 @@ never replace each other's runs:
   ``INCLUDES``, ``FOR_TASK``);
 - shard ``neurons``: attribution patching of every neuron (``AFFECTS``, method
   ``attribution``), when ``neuron`` is among ``effect_components``;
+- run ``{task}/features/{dictionary}``, one per ``--dictionary`` when ``feature`` is
+  among ``effect_components``: shard ``features/0``, every feature's effect
+  (:mod:`compgraph.dictionaries.effects`); a run of its own, so features added later
+  leave the task's other effects in place;
 - shard ``edges`` (``effect_edges``): edge attribution patching (EAP-IG with ``--method
   eap-ig``) of every edge of the residual graph embeddings → heads' q/k/v and MLPs →
   logits (``CAUSES``), and the edge-level circuit: the top ``circuit_edges`` edges by
@@ -83,12 +87,26 @@ class EffectsStage(Stage):
     description = "Causal effects on tasks: node effects, edge attribution, node and edge circuits."
 
     def instances(self, config: EffectsConfig) -> list[tuple[str, EffectsConfig]]:
+        """Per task, one run for the model's own components (scope: the task's name) and one
+        per dictionary for its features (scope ``{task}/features/{dictionary}``), so that
+        adding a dictionary's features later neither recomputes nor replaces the task's
+        other effects."""
+        from compgraph.dictionaries.features import dictionary_name
         from compgraph.effects.tasks import load_task
 
+        kinds = _kinds(config)
+        if "feature" in kinds and not config.dictionaries:
+            raise ConfigError("--components feature needs --dictionary PATH")
+        own = tuple(k for k in kinds if k != "feature")
         out = []
         for spec in config.tasks:
             task = load_task(spec)  # the whole file is checked here, before anything runs
-            out.append((task.name, replace(config, tasks=(spec,))))
+            if own:
+                out.append((task.name, replace(config, tasks=(spec,), effect_components=own, dictionaries=())))
+            if "feature" in kinds:
+                out += [(f"{task.name}/features/{dictionary_name(d)}",
+                         replace(config, tasks=(spec,), effect_components=("feature",), dictionaries=(d,),
+                                 effect_edges=False)) for d in config.dictionaries]
         return out
 
     def digests(self, config: EffectsConfig) -> dict[str, str]:
@@ -129,8 +147,6 @@ class EffectsStage(Stage):
     def _validate_features(info: ModelInfo, config: EffectsConfig) -> None:
         from compgraph.dictionaries.features import check_dictionary, load_dictionaries
 
-        if not config.dictionaries:
-            raise ConfigError("--components feature needs --dictionary PATH")
         if config.ablation == "resample":
             raise ConfigError("feature effects take --ablation corrupt, zero or mean")
         for spec in config.dictionaries:
@@ -143,6 +159,8 @@ class EffectsStage(Stage):
         encode_task(load_task(config.tasks[0]), ctx.model().tokenizer)
 
     def shards(self, info: ModelInfo, config: EffectsConfig, execution) -> list[str]:
+        if _kinds(config) == ("feature",):  # a dictionary's own run (see instances)
+            return [f"features/{i}" for i in range(len(config.dictionaries))]
         shards = ["nodes"]
         if "neuron" in config.effect_components and not info.is_moe:
             shards.append("neurons")

@@ -5,6 +5,7 @@ the dictionary applied by hand); a dictionary that does not fit writes nothing."
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import polars as pl
 import pytest
@@ -188,7 +189,8 @@ def test_the_ingest_command_refuses_a_mismatched_dictionary_in_one_line(tiny_dir
 
 def test_feature_effects_run_in_the_effects_stage(stored, loaded, tiny_dir, tmp_path):
     """``--components feature --dictionary PATH``: one AFFECTS per feature (attribution),
-    next to the head effects of the same task run."""
+    in a run of its own beside the task's head effects, which it neither recomputes nor
+    replaces."""
     from compgraph.effects.tasks import encode_task, load_task
     from compgraph.dictionaries.effects import feature_attribution
     from compgraph.dictionaries.readers import read_dictionary
@@ -200,10 +202,15 @@ def test_feature_effects_run_in_the_effects_stage(stored, loaded, tiny_dir, tmp_
         ("The capital of France is", "The capital of Spain is", " Paris", " Madrid"),
         ("The capital of Italy is", "The capital of Japan is", " Rome", " Tokyo")]))
     store = MemoryStore()
-    cfg = IngestConfig(model=str(tiny_dir), name="tiny", tasks=(str(task),), device="cpu", extract=("effects",),
-                       effect_components=("head", "feature"), dictionaries=(str(folder),), effect_edges=False)
-    report = ingest(store, cfg, loaded=loaded)
-    assert [(s.stage, s.status) for s in report.stages] == [("effects/caps", "complete")]
+    heads = IngestConfig(model=str(tiny_dir), name="tiny", tasks=(str(task),), device="cpu", extract=("effects",),
+                         effect_components=("head",), effect_edges=False)
+    assert [(s.stage, s.status) for s in ingest(store, heads, loaded=loaded).stages] == [("effects/caps", "complete")]
+    cfg = replace(heads, effect_components=("head", "feature"), dictionaries=(str(folder),))
+    report = ingest(store, cfg, loaded=loaded)  # the features are a run of their own: the heads' run stays
+    assert [(s.stage, s.status) for s in report.stages] == [
+        ("effects/caps", "already complete"), ("effects/caps/features/my-sae", "complete")]
+    only = ingest(store, replace(cfg, effect_components=("feature",)), loaded=loaded)
+    assert [(s.stage, s.status) for s in only.stages] == [("effects/caps/features/my-sae", "already complete")]
     affects = store.edges(schema.AFFECTS)
     feats = affects.filter(pl.col("src").str.contains("/F"))
     assert feats.height == WIDTH and set(feats["method"]) == {"attribution"}
