@@ -6,12 +6,16 @@ named twice counts once, with the largest ``|score|`` and the kind and layer of 
 first row; a null score counts 0.
 
 Definitions (A, B: the two sets of components; ``s_X(c) = |score|`` of ``c`` in X, 0 when
-``c`` is not in X)::
+``c`` is not in X; ``p_X(c) = s_X(c) / Σ_{c' ∈ X} s_X(c')``, the share of X's total
+|score| that c carries, 0 for every c when that total is 0)::
 
     jaccard            = |A ∩ B| / |A ∪ B|
     overlap_coef       = |A ∩ B| / min(|A|, |B|)
-    weighted           = Σ_{c ∈ A∩B} min(s_A(c), s_B(c)) / Σ_{c ∈ A∪B} max(s_A(c), s_B(c))
-                         (the weighted Jaccard index of the score vectors)
+    weighted           = Σ_{c ∈ A∩B} min(p_A(c), p_B(c)) / Σ_{c ∈ A∪B} max(p_A(c), p_B(c))
+                         (the weighted Jaccard index of the two circuits' score shares:
+                         tasks whose metrics span different ranges compare on equal
+                         terms; within a kind or layer group the shares stay those of
+                         the whole circuit)
     shared_fraction_a  = |A ∩ B| / |A|      (Merullo et al. 2023: the fraction of the
     shared_fraction_b  = |A ∩ B| / |B|       IOI circuit's heads that Colored Objects uses)
 
@@ -54,10 +58,19 @@ def members(circuit: pl.DataFrame) -> pl.DataFrame:
             .agg(pl.col("kind").first(), pl.col("layer").first(), pl.col("score").max()))
 
 
+def shares(circuit: pl.DataFrame) -> pl.DataFrame:
+    """:func:`members` with ``score`` replaced by its share of the circuit's total |score|
+    (all 0 when the total is 0)."""
+    table = members(circuit)
+    total = pl.col("score").sum()
+    return table.with_columns(pl.when(total > 0).then(pl.col("score") / total).otherwise(0.0).alias("score"))
+
+
 def _joined(a: pl.DataFrame, b: pl.DataFrame) -> pl.DataFrame:
-    """One row per component of A ∪ B: kind, layer, s_a, s_b (null: not in that circuit)."""
-    left = members(a).rename({"score": "s_a"})
-    right = members(b).rename({"score": "s_b", "kind": "kind_b", "layer": "layer_b"})
+    """One row per component of A ∪ B: kind, layer, s_a, s_b — each the component's score
+    share in that circuit (null: not in it)."""
+    left = shares(a).rename({"score": "s_a"})
+    right = shares(b).rename({"score": "s_b", "kind": "kind_b", "layer": "layer_b"})
     both = left.join(right, on="component", how="full", coalesce=True)
     return both.select("component", pl.coalesce("kind", "kind_b").alias("kind"),
                        pl.coalesce("layer", "layer_b").alias("layer"), "s_a", "s_b")

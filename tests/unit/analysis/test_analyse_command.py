@@ -128,8 +128,9 @@ def test_overlap_of_two_circuits(store, tmp_path):
     assert (first["group_by"], first["group"]) == ("all", "all")
     assert (first["n_a"], first["n_b"], first["n_shared"], first["n_union"]) == (4, 3, 2, 5)
     assert first["jaccard"] == pytest.approx(2 / 5) and first["shared_fraction_a"] == pytest.approx(2 / 4)
-    # scores 1/(rank+1): ioi H00 1, H01 1/2, H10 1/3, N00 1/4; colored H00 1, H01 1/2, N13 1/3
-    assert first["weighted"] == pytest.approx((1 + 1 / 2) / (1 + 1 / 2 + 1 / 3 + 1 / 4 + 1 / 3))
+    # scores 1/(rank+1): ioi H00 1, H01 1/2, H10 1/3, N00 1/4 (total 25/12); colored H00 1, H01 1/2,
+    # N13 1/3 (total 11/6); weighted compares shares: ioi 12/25, 6/25, 4/25, 3/25; colored 6/11, 3/11, 2/11
+    assert first["weighted"] == pytest.approx((12 / 25 + 6 / 25) / (6 / 11 + 3 / 11 + 4 / 25 + 3 / 25 + 2 / 11))
     assert [(r["group_by"], r["group"]) for r in rows[1:]] == [
         ("kind", "head"), ("kind", "neuron"), ("layer", "0"), ("layer", "1")]
     neurons = rows[2]

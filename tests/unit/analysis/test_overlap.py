@@ -44,23 +44,34 @@ def test_disjoint_circuits_overlap_nothing():
                               "weighted": 0.0, "shared_fraction_a": 0.0, "shared_fraction_b": 0.0})
 
 
+# score shares: A's |score| total 3.7 (h1 .5, h2 2, n1 1, n2 .2), B's 4.4 (h2 1, n1 3, n3 .4)
 def test_hand_example():
     # A ∩ B = {h2, n1}; |A| = 4, |B| = 3, |A ∪ B| = 5
-    # weighted: (min(2,1) + min(1,3)) / (0.5 + 2 + 3 + 0.2 + 0.4) = 2 / 6.1
+    # weighted: (min(2/3.7, 1/4.4) + min(1/3.7, 3/4.4)) / (.5/3.7 + 2/3.7 + 3/4.4 + .2/3.7 + .4/4.4)
     table = overlap(A, B)
     assert table.columns == [*COUNTS, *MEASURES]
     same(row(table), {"n_a": 4, "n_b": 3, "n_shared": 2, "n_union": 5, "jaccard": 2 / 5, "overlap_coef": 2 / 3,
-                      "weighted": 2 / 6.1, "shared_fraction_a": 2 / 4, "shared_fraction_b": 2 / 3})
+                      "weighted": (1 / 4.4 + 1 / 3.7) / (2.7 / 3.7 + 3.4 / 4.4), "shared_fraction_a": 2 / 4,
+                      "shared_fraction_b": 2 / 3})
+
+
+def test_weighted_overlap_ignores_the_scale_of_a_tasks_metric():
+    scaled = B.with_columns(pl.col("score") * 1000)
+    assert row(overlap(A, scaled))["weighted"] == pytest.approx(row(overlap(A, B))["weighted"], abs=1e-12)
+    zero = B.with_columns(pl.lit(0.0).alias("score"))
+    got = row(overlap(zero, zero))
+    assert math.isnan(got["weighted"]) and got["jaccard"] == 1.0
 
 
 def test_by_kind():
     table = overlap(A, B, by="kind")
     assert table["kind"].to_list() == ["head", "neuron"]
     same(row(table, 0), {"kind": "head", "n_a": 2, "n_b": 1, "n_shared": 1, "n_union": 2, "jaccard": 1 / 2,
-                         "overlap_coef": 1.0, "weighted": 1 / 2.5, "shared_fraction_a": 1 / 2,
+                         "overlap_coef": 1.0, "weighted": (1 / 4.4) / (2.5 / 3.7), "shared_fraction_a": 1 / 2,
                          "shared_fraction_b": 1.0})
     same(row(table, 1), {"kind": "neuron", "n_a": 2, "n_b": 2, "n_shared": 1, "n_union": 3, "jaccard": 1 / 3,
-                         "overlap_coef": 1 / 2, "weighted": 1 / 3.6, "shared_fraction_a": 1 / 2,
+                         "overlap_coef": 1 / 2, "weighted": (1 / 3.7) / (3.4 / 4.4 + .2 / 3.7),
+                         "shared_fraction_a": 1 / 2,
                          "shared_fraction_b": 1 / 2})
 
 
@@ -71,7 +82,8 @@ def test_by_layer_with_empty_groups():
     same(row(table, 0), {"layer": 0, "n_a": 1, "n_b": 0, "n_shared": 0, "n_union": 1, "jaccard": 0.0,
                          "overlap_coef": nan, "weighted": 0.0, "shared_fraction_a": 0.0, "shared_fraction_b": nan})
     same(row(table, 1), {"layer": 1, "n_a": 2, "n_b": 2, "n_shared": 2, "n_union": 2, "jaccard": 1.0,
-                         "overlap_coef": 1.0, "weighted": 2 / 5, "shared_fraction_a": 1.0, "shared_fraction_b": 1.0})
+                         "overlap_coef": 1.0, "weighted": (1 / 4.4 + 1 / 3.7) / (2 / 3.7 + 3 / 4.4),
+                         "shared_fraction_a": 1.0, "shared_fraction_b": 1.0})
     same(row(table, 2), {"layer": 2, "n_a": 1, "n_b": 1, "n_shared": 0, "n_union": 2, "jaccard": 0.0,
                          "overlap_coef": 0.0, "weighted": 0.0, "shared_fraction_a": 0.0, "shared_fraction_b": 0.0})
     same(row(table, 3), {"layer": 3, "n_a": 0, "n_b": 0, "n_shared": 0, "n_union": 0, "jaccard": nan,
