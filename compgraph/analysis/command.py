@@ -142,9 +142,9 @@ def modularity(model, method, null_samples, resolution, seed, write_back, fmt, o
     rows = []
     with _kb(store, database, model) as kb:
         for rel, G in _graphs(kb, model, method):
-            partition = M.communities(G, seed=seed, resolution=resolution)
-            rows.append(_modularity_row(rel, G, partition, M.null_model_z(G, n=null_samples, seed=seed,
-                                                                             resolution=resolution)))
+            null = M.null_model_z(G, n=null_samples, seed=seed, resolution=resolution)
+            partition = null["partition"]
+            rows.append(_modularity_row(rel, G, partition, null))
             if write_back:
                 M.write_back(kb.store, partition, rel.lower(), model=model)
             if out is not None and G.number_of_edges():

@@ -206,21 +206,33 @@ def _igraph_seeded(seed: int):
         ig.set_random_number_generator(random)
 
 
+def _rewired(g, seed: int):
+    """A rewired copy of the igraph ``g`` with its weights shuffled (:func:`randomised`)."""
+    r = g.copy()
+    if r.ecount() >= 2:
+        with _igraph_seeded(seed):
+            r.rewire(n=REWIRE_TRIALS_PER_EDGE * r.ecount(), allowed_edge_types="simple")
+    r.es["weight"] = np.random.default_rng(seed).permutation(np.asarray(g.es["weight"], dtype=float)).tolist()
+    return r
+
+
 def randomised(G: nx.Graph, *, seed: int = 0, weight: str = "weight") -> nx.Graph:
     """A degree-preserving randomisation of the undirected view of ``G`` with its edge
     weights shuffled over the rewired edges (module docstring)."""
     H = undirected(G, weight)
     nodes = list(H)
-    g = _to_igraph(H)
-    weights = np.asarray(g.es["weight"], dtype=float)
-    if g.ecount() >= 2:
-        with _igraph_seeded(seed):
-            g.rewire(n=REWIRE_TRIALS_PER_EDGE * g.ecount(), allowed_edge_types="simple")
-    shuffled = np.random.default_rng(seed).permutation(weights)
+    r = _rewired(_to_igraph(H), seed)
     R = nx.Graph()
     R.add_nodes_from(H.nodes(data=True))
-    R.add_weighted_edges_from((nodes[e.source], nodes[e.target], float(w)) for e, w in zip(g.es, shuffled))
+    R.add_weighted_edges_from((nodes[e.source], nodes[e.target], w) for e, w in zip(r.es, r.es["weight"]))
     return R
+
+
+def _igraph_q(g, membership: list[int], resolution: float) -> float:
+    """Q of ``membership`` on the weighted igraph ``g`` (the definition above; NaN when m = 0)."""
+    if not g.ecount() or sum(g.es["weight"]) == 0:
+        return math.nan
+    return float(g.modularity(membership, weights="weight", resolution=resolution))
 
 
 def _z(q: float, samples: list[float]) -> tuple[float, float, float]:
@@ -235,19 +247,31 @@ def _z(q: float, samples: list[float]) -> tuple[float, float, float]:
 def null_model_z(G: nx.Graph, *, n: int = 20, seed: int = 0, weight: str = "weight", method: Method = "auto",
                  resolution: float = 1.0, iterations: int = LEIDEN_ITERATIONS) -> dict[str, Any]:
     """Q of the communities found on ``G`` against Q of those found on ``n`` randomised
-    graphs: ``{q, mean, std, z, samples}`` (module docstring)."""
+    graphs: ``{q, mean, std, z, samples, partition}`` (module docstring; ``partition`` is
+    :func:`communities` of ``G`` with the same arguments)."""
     if n < 0:
         raise ConfigError(f"n must be >= 0, not {n}")
-    find = functools.partial(_find, method=_resolve(method), resolution=resolution, iterations=iterations)
+    method = _resolve(method)
     H = undirected(G, weight)
-    q = _modularity(H, find(H, seed=seed), resolution)
     rng = random.Random(seed)
     samples = []
-    for _ in range(n):
-        R = randomised(H, seed=rng.randrange(2**31))
-        samples.append(_modularity(R, find(R, seed=rng.randrange(2**31)), resolution))
+    if method == "leiden":  # all in igraph: a 2M-edge graph never goes back through networkx
+        g, nodes = _to_igraph(H), list(H)
+        leiden = functools.partial(_leiden_membership, resolution=resolution, iterations=iterations)
+        membership = leiden(g, seed=seed) if nodes else []
+        q, partition = _igraph_q(g, membership, resolution), _canonical(nodes, _membership_groups(nodes, membership))
+        for _ in range(n):
+            r = _rewired(g, rng.randrange(2**31))
+            samples.append(_igraph_q(r, leiden(r, seed=rng.randrange(2**31)), resolution))
+    else:
+        find = functools.partial(_find, method=method, resolution=resolution, iterations=iterations)
+        partition = find(H, seed=seed)
+        q = _modularity(H, partition, resolution)
+        for _ in range(n):
+            R = randomised(H, seed=rng.randrange(2**31))
+            samples.append(_modularity(R, find(R, seed=rng.randrange(2**31)), resolution))
     mean, std, z = _z(q, samples)
-    return {"q": q, "mean": mean, "std": std, "z": z, "samples": samples}
+    return {"q": q, "mean": mean, "std": std, "z": z, "samples": samples, "partition": partition}
 
 
 # ---- composition and write-back -----------------------------------------------------------

@@ -116,11 +116,27 @@ def test_planted_partition_q_exact_and_z_large():
     found = {frozenset(n for n in G if part[n] == c) for c in set(part.values())}
     assert found == {frozenset(c) for c in planted}
     result = M.null_model_z(G, n=10, seed=0)
+    assert result["partition"] == part
     assert result["q"] == pytest.approx(closed_form_q(G, planted), abs=1e-12)
     assert len(result["samples"]) == 10
     assert result["mean"] == pytest.approx(sum(result["samples"]) / 10, abs=1e-12)
     assert result["z"] == pytest.approx((result["q"] - result["mean"]) / result["std"], abs=1e-9)
     assert result["q"] > 0.6 and result["z"] > 20
+
+
+def test_the_igraph_null_path_measures_q_as_networkx_does():
+    G = nx.gnm_random_graph(60, 300, seed=3)
+    for i, (u, v) in enumerate(G.edges()):
+        G[u][v]["weight"] = 0.5 + (i % 7)
+    R = M.randomised(G, seed=11)
+    nodes = list(R)
+    membership = [n % 5 for n in nodes]
+    want = nx.community.modularity(R, [{n for n in nodes if n % 5 == c} for c in range(5)], weight="weight",
+                                   resolution=0.8)
+    assert M._igraph_q(M._to_igraph(R), membership, 0.8) == pytest.approx(want, abs=1e-12)
+    leiden, louvain = M.null_model_z(G, n=3, seed=0), M.null_model_z(G, n=3, seed=0, method="louvain")
+    assert leiden["q"] == pytest.approx(M.modularity(G, leiden["partition"]), abs=1e-12)
+    assert louvain["q"] == pytest.approx(M.modularity(G, louvain["partition"]), abs=1e-12)
 
 
 def test_random_graph_z_is_small():
