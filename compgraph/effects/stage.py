@@ -164,8 +164,6 @@ class EffectsStage(Stage):
         shards = ["nodes"]
         if "neuron" in config.effect_components and not info.is_moe:
             shards.append("neurons")
-        if "feature" in _kinds(config):
-            shards += [f"features/{i}" for i in range(len(config.dictionaries))]
         if config.effect_edges:
             from compgraph.effects.edges import unsupported
             from compgraph.models.adapters.registry import adapter_for
