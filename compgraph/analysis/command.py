@@ -202,15 +202,14 @@ def _overlap_table(a, b):
     return pl.concat(parts)
 
 
-def _circuit_edges(kb, model: str, task: str, members):
-    """Edges between the circuit's members: CONNECTS, and CAUSES of the task (both where
-    both join a pair)."""
+def _circuit_edges(connects, causes, members):
+    """Edges between the circuit's members: of ``connects`` (the model's CONNECTS graph) and
+    ``causes`` (the task's CAUSES graph), both where both join a pair."""
     import polars as pl
 
     ids = set(members["component"].to_list())
     rows = [{"src": u, "dst": v, "weight": d.get("weight"), "rel": d.get("rel")}
-            for rel in GRAPHS for u, v, d in kb.component_graph(model, edges=(rel,), task=task).edges(data=True)
-            if u in ids and v in ids]
+            for graph in (connects, causes) for u, v, d in graph.edges(data=True) if u in ids and v in ids]
     return pl.DataFrame(rows, schema={"src": pl.String, "dst": pl.String, "weight": pl.Float64, "rel": pl.String})
 
 
@@ -225,9 +224,12 @@ def _overlap_figures(kb, model: str, circuits: dict, out: Path) -> None:
     table = overlap(a, b, by="layer", groups=groups)
     _wrote(overlap_by_layer(table, out / "overlap_by_layer.png", labels=(ta, tb),
                             title=f"{model}: {ta} and {tb} circuits by layer"))
+    connects, causes = GRAPHS
+    weights = kb.component_graph(model, edges=(connects,))  # task-independent: read once, not per circuit
     for task, members in circuits.items():
-        _wrote(circuit_html(members, out / f"circuit_{_file_name(task)}.html",
-                            edges=_circuit_edges(kb, model, task, members), title=f"{model}: {task} circuit"))
+        edges = _circuit_edges(weights, kb.component_graph(model, edges=(causes,), task=task), members)
+        _wrote(circuit_html(members, out / f"circuit_{_file_name(task)}.html", edges=edges,
+                            title=f"{model}: {task} circuit"))
 
 
 @analyse.command()
