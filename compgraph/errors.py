@@ -6,7 +6,8 @@ the CLI raises it from its signal handlers, so it derives from ``BaseException``
 (no ``except Exception`` swallows it) and ends the command with ``128 + signal``.
 
     CompgraphError
-    ├── ConfigError               bad option values, unreadable parameter files
+    ├── ConfigError               bad option values, unreadable parameter files, bad input data
+    │   └── RegistryError         a stage or an adapter registered twice or without its name
     ├── StoreError                anything between compgraph and a graph store
     │   ├── StoreUnavailable      server unreachable, directory locked, unreadable or read-only
     │   │   └── StoreNotFound     no store at the path (reading never creates one)
@@ -19,7 +20,9 @@ the CLI raises it from its signal handlers, so it derives from ``BaseException``
     └── ModelError                anything between compgraph and a model
         ├── ModelNotFound         no such repo id, directory or file
         ├── ModelLoadError        the files exist but cannot be read (truncated GGUF, ...)
-        └── UnsupportedArchitecture   no adapter for this architecture
+        ├── UnsupportedArchitecture   no adapter for this architecture
+        └── HookError             a site the family lacks, a value of the wrong shape, a module
+                                  that runs otherwise than its adapter says
 
     BaseException
     └── Interrupted               SIGINT, SIGTERM or SIGHUP: roll back, close, exit 128 + signal
@@ -34,6 +37,10 @@ class CompgraphError(Exception):
 
 class ConfigError(CompgraphError, ValueError):
     """An option or configuration value is invalid."""
+
+
+class RegistryError(ConfigError):
+    """A stage or an architecture adapter cannot be registered (a duplicate name, no name)."""
 
 
 class StoreError(CompgraphError):
@@ -96,6 +103,12 @@ class ModelLoadError(ModelError):
 
 class UnsupportedArchitecture(ModelError):
     """No architecture adapter is registered for this model."""
+
+
+class HookError(ModelError, ValueError):
+    """A hook cannot read or write a site: the family has no such site, an overwrite returned
+    the wrong shape, gradients were asked for without autograd, or the model's modules ran
+    otherwise than its adapter describes."""
 
 
 class Interrupted(BaseException):

@@ -27,6 +27,8 @@ import hashlib
 from dataclasses import dataclass
 from enum import StrEnum
 
+from compgraph.errors import ConfigError
+
 SCHEMA_VERSION = 1
 """Bump when a change makes stores written by older code unreadable as they are."""
 
@@ -63,9 +65,10 @@ class Rel(StrEnum):
 
 
 class Prop(StrEnum):
-    """Property names shared across modules (extractors, store, queries)."""
+    """Property names: every one compgraph writes or reads is spelled here."""
 
     UID = "uid"
+    NAME = "name"
     MODEL = "model"
     LAYER = "layer"
     INDEX = "index"
@@ -73,6 +76,7 @@ class Prop(StrEnum):
     KV_HEAD = "kv_head"
     EXPERT = "expert"
     DICTIONARY = "dictionary"
+    SITE = "site"
     RUN = "run"
     # run nodes
     STAGE = "stage"
@@ -92,10 +96,25 @@ class Prop(StrEnum):
     SUPERSEDED_BY = "superseded_by"
     WROTE = "wrote"
     # model nodes
+    SOURCE = "source"
+    ARCHITECTURE = "architecture"
+    MODEL_TYPE = "model_type"
+    N_LAYERS = "n_layers"
+    D_MODEL = "d_model"
+    N_HEADS = "n_heads"
+    N_KV_HEADS = "n_kv_heads"
+    D_HEAD = "d_head"
+    D_MLP = "d_mlp"
+    N_EXPERTS = "n_experts"
+    VOCAB_SIZE = "vocab_size"
     WEIGHTS_DIGEST = "weights_digest"
     TOKENIZER = "tokenizer"
     N_TOKENS = "n_tokens"
-    # neuron statistics
+    # token nodes
+    ID = "id"
+    TEXT = "text"
+    PIECE = "piece"
+    # neuron and feature statistics
     ACT_MEAN = "act_mean"
     ACT_MAX = "act_max"
     ACT_FREQ = "act_freq"
@@ -110,13 +129,84 @@ class Prop(StrEnum):
     RETRIEVAL = "retrieval"
     # expert statistics
     ROUTING_LOAD = "routing_load"
+    # dictionary nodes
+    KIND = "kind"
+    WIDTH = "width"
+    ACTIVATION = "activation"
+    K = "k"
+    FORMAT = "format"
+    D_IN = "d_in"
+    D_OUT = "d_out"
+    OUTPUT_SITE = "output_site"
+    OUTPUT_LAYER = "output_layer"
+    HOOK = "hook"
+    # task nodes
+    DESCRIPTION = "description"
+    N_PROMPTS = "n_prompts"
+    # circuit nodes
+    TASK = "task"
+    METHOD = "method"
+    LEVEL = "level"
+    ABLATION = "ablation"
+    SIZE = "size"
+    N = "n"
+    THRESHOLD = "threshold"
+    METRIC_FULL = "metric_full"
+    METRIC_EMPTY = "metric_empty"
+    METRIC_CIRCUIT = "metric_circuit"
+    FAITHFULNESS = "faithfulness"
+    CPR = "cpr"
+    CMD = "cmd"
+    CURVE_FRACTIONS = "curve_fractions"
+    CURVE_SIZES = "curve_sizes"
+    CURVE_FAITHFULNESS = "curve_faithfulness"
     # edge properties
     LOGIT = "logit"
     RANK = "rank"
     SIGN = "sign"
     VIA = "via"
     MEAN_ACT = "mean_act"
+    MAX_ACT = "max_act"
     COUNT = "count"
+    WEIGHT = "weight"
+    BASELINE = "baseline"
+    EFFECT = "effect"
+    EFFECT_NORM = "effect_norm"
+    DIRECTION = "direction"
+    METRIC = "metric"
+    N_EXAMPLES = "n_examples"
+    INPUT = "input"
+    IN_CIRCUIT = "in_circuit"
+    SCORE = "score"
+    ACCURACY = "accuracy"
+    METRIC_CLEAN = "metric_clean"
+    METRIC_CORRUPT = "metric_corrupt"
+
+
+COMMUNITY_PREFIX = "community_"
+"""``analyse modularity --write-back`` stores a component's community as ``community_<graph>``."""
+
+
+def community_prop(graph: str) -> str:
+    """The property holding a component's community in ``graph`` (``connects``, ``causes``)."""
+    return f"{COMMUNITY_PREFIX}{graph}"
+
+
+class ComponentKind(StrEnum):
+    """What a causal-effect measurement is about (``Component.kind`` in :mod:`compgraph.effects`)."""
+
+    HEAD = "head"
+    """A query head (its output before W_O)."""
+    NEURON = "neuron"
+    """An MLP hidden unit of a dense layer."""
+    MLP = "mlp"
+    """A layer's whole MLP block (a ``:Site``)."""
+    ATTN = "attn"
+    """A layer's whole attention block (a ``:Site``)."""
+    EXPERT = "expert"
+    """A MoE expert's contribution to its block's output."""
+    FEATURE = "feature"
+    """A dictionary (SAE, transcoder) feature."""
 
 
 class ConnectKind(StrEnum):
@@ -171,9 +261,8 @@ class RunStatus(StrEnum):
 
 
 IDENTITY_PROPS: frozenset[str] = frozenset({
-    "uid", Prop.MODEL, Prop.LAYER, Prop.INDEX, Prop.HEAD, Prop.KV_HEAD, Prop.EXPERT, Prop.DICTIONARY, "id", "text",
-    "piece",
-    Prop.TOKENIZER, "name", "site",
+    Prop.UID, Prop.MODEL, Prop.LAYER, Prop.INDEX, Prop.HEAD, Prop.KV_HEAD, Prop.EXPERT, Prop.DICTIONARY, Prop.ID,
+    Prop.TEXT, Prop.PIECE, Prop.TOKENIZER, Prop.NAME, Prop.SITE,
 })
 """Node properties that identify a node rather than measure it: shared by every stage
 that writes the node, never removed when a stage's earlier run is replaced."""
@@ -201,7 +290,7 @@ class NodeKind:
 
     def __post_init__(self) -> None:
         if self.key_label not in self.labels:
-            raise ValueError(f"key label {self.key_label!r} not among {self.labels}")
+            raise ConfigError(f"key label {self.key_label!r} not among {self.labels}")
 
     @property
     def name(self) -> str:
@@ -242,13 +331,13 @@ NODE_KINDS: tuple[NodeKind, ...] = (
 
 DECODES_TO = RelKind(Rel.DECODES_TO, COMPONENT, TOKEN, key=(Prop.VIA,))
 ACTIVATES_ON = RelKind(Rel.ACTIVATES_ON, COMPONENT, TOKEN)
-CONNECTS = RelKind(Rel.CONNECTS, COMPONENT, COMPONENT, key=("kind",))
-AFFECTS = RelKind(Rel.AFFECTS, COMPONENT, TASK, key=("method", "ablation", "direction", "metric"))
-CAUSES = RelKind(Rel.CAUSES, COMPONENT, COMPONENT, key=("method", "task", "input"))
+CONNECTS = RelKind(Rel.CONNECTS, COMPONENT, COMPONENT, key=(Prop.KIND,))
+AFFECTS = RelKind(Rel.AFFECTS, COMPONENT, TASK, key=(Prop.METHOD, Prop.ABLATION, Prop.DIRECTION, Prop.METRIC))
+CAUSES = RelKind(Rel.CAUSES, COMPONENT, COMPONENT, key=(Prop.METHOD, Prop.TASK, Prop.INPUT))
 INCLUDES = RelKind(Rel.INCLUDES, CIRCUIT, COMPONENT)
 FOR_TASK = RelKind(Rel.FOR_TASK, CIRCUIT, TASK)
-MATCHES = RelKind(Rel.MATCHES, COMPONENT, COMPONENT, key=("method",))
-EVALUATED_ON = RelKind(Rel.EVALUATED_ON, MODEL, TASK, key=("metric",))
+MATCHES = RelKind(Rel.MATCHES, COMPONENT, COMPONENT, key=(Prop.METHOD,))
+EVALUATED_ON = RelKind(Rel.EVALUATED_ON, MODEL, TASK, key=(Prop.METRIC,))
 """A model's clean accuracy and mean clean / corrupt metric on a task."""
 HAS_DICTIONARY = RelKind(Rel.HAS_DICTIONARY, MODEL, DICTIONARY)
 """A sparse dictionary (SAE, transcoder) read from the model's activations."""

@@ -7,7 +7,7 @@ import contextlib
 import torch
 
 from compgraph.models.adapters.base import Adapter
-from compgraph.models.weights import module
+from compgraph.models.params import module
 
 
 class _Stop(Exception):

@@ -37,7 +37,8 @@ resid_post    [b, p, d_model]              the block's output residual stream
 ============  ===========================  ==================================================
 
 Dense-only sites (``mlp_pre_act``, ``mlp_hidden``) do not exist in MoE layers, nor
-``experts_in`` in dense ones; asking for a site a family lacks is a ``ValueError``.
+``experts_in`` in dense ones; asking for a site a family lacks is a
+:class:`~compgraph.errors.HookError` (a ``ValueError``).
 
 ``capture(model, adapter, sites)`` yields ``{site: [value per forward call]}``, detached.
 With ``grad=True`` the values stay in the autograd graph (frozen parameters are fine: a
@@ -68,8 +69,9 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from compgraph.errors import HookError
 from compgraph.models.adapters.base import Adapter, QKVLayout, Tap
-from compgraph.models.weights import head_dims, module
+from compgraph.models.params import head_dims, module
 
 Site = tuple[str, int | None]  # (site name, layer)
 
@@ -126,7 +128,7 @@ class _Shape:
         """The module's tensor with the site's part replaced by ``value``."""
         want = self.read(full).shape
         if value.shape != want:
-            raise ValueError(f"overwrite returned shape {tuple(value.shape)}, the site has {tuple(want)}")
+            raise HookError(f"overwrite returned shape {tuple(value.shape)}, the site has {tuple(want)}")
         if self.part is not None:
             grid, axis = self._grid(full)
             parts = list(grid.unbind(axis))
@@ -139,18 +141,18 @@ def _resolve(model, adapter: Adapter, site: Site) -> tuple[torch.nn.Module, Tap,
     name, layer = site
     tap = adapter.sites.get(name)
     if tap is None:
-        raise ValueError(f"site {name!r} does not exist in a {adapter.name} model; "
+        raise HookError(f"site {name!r} does not exist in a {adapter.name} model; "
                          f"known: {', '.join(adapter.sites)}")
     config = model.config.get_text_config()
     if name == "resid_mid" and adapter.is_parallel(config):
-        raise ValueError("resid_mid does not exist with parallel attention and MLP: both read resid_pre "
+        raise HookError("resid_mid does not exist with parallel attention and MLP: both read resid_pre "
                          "(their outputs are added to it together); use resid_pre, attn_out and mlp_out")
     if tap.root:
         if layer is not None:
-            raise ValueError(f"site {name!r} has no layer; pass ({name!r}, None)")
+            raise HookError(f"site {name!r} has no layer; pass ({name!r}, None)")
         path = tap.path
     elif layer is None:
-        raise ValueError(f"site {name!r} needs a layer")
+        raise HookError(f"site {name!r} needs a layer")
     else:
         path = f"{adapter.layers}.{layer}" + (f".{tap.path}" if tap.path else "")
     n_heads, n_kv, d_head = head_dims(config)
@@ -168,7 +170,7 @@ def _positions(mod: torch.nn.Module, names: tuple[str, ...]) -> tuple[int, ...]:
               if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     missing = [n for n in names if n not in params]
     if missing:
-        raise ValueError(f"{type(mod).__name__}.forward has no argument {missing[0]!r} (has {params})")
+        raise HookError(f"{type(mod).__name__}.forward has no argument {missing[0]!r} (has {params})")
     return tuple(params.index(n) for n in names)
 
 
@@ -211,17 +213,17 @@ def _argument(mod, args: tuple, kwargs: dict, name: str, position: int):
         return kwargs[name]
     if position < len(args):
         return args[position]
-    raise ValueError(f"{type(mod).__name__} was called without {name!r}")
+    raise HookError(f"{type(mod).__name__} was called without {name!r}")
 
 
 def _output_item(mod, out, item: int | None):
     if item is None:
         if isinstance(out, tuple):
-            raise ValueError(f"{type(mod).__name__} returned a tuple; its tap must name an item")
+            raise HookError(f"{type(mod).__name__} returned a tuple; its tap must name an item")
         return out
     value = out[item]
     if value is None:
-        raise ValueError(f"{type(mod).__name__} returned None at item {item}: attention weights need "
+        raise HookError(f"{type(mod).__name__} returned None at item {item}: attention weights need "
                          f"attn_implementation='eager'")
     return value
 
@@ -237,7 +239,7 @@ def _track(full, shape: _Shape):
     ``.grad``; and the replacement for the module's tensor (None: the module's own tensor
     is the value)."""
     if not torch.is_grad_enabled():
-        raise RuntimeError("capture(grad=True) needs autograd: run the forward outside torch.no_grad()")
+        raise HookError("capture(grad=True) needs autograd: run the forward outside torch.no_grad()")
     for t in full if isinstance(full, tuple) else (full,):
         if t.is_floating_point() and not t.requires_grad:  # frozen weights: start the graph here
             t.requires_grad_()
@@ -275,7 +277,7 @@ def capture(model, adapter: Adapter, sites: list[Site], *, grad: bool = False) -
 def _require_eager(model) -> None:
     implementation = getattr(model.config, "_attn_implementation", None)
     if implementation != "eager":
-        raise ValueError(f"site 'pattern' needs attn_implementation='eager' (this model uses {implementation!r}): "
+        raise HookError(f"site 'pattern' needs attn_implementation='eager' (this model uses {implementation!r}): "
                          f"only eager attention returns its weights")
 
 
@@ -290,13 +292,13 @@ def overwrite(model, adapter: Adapter, site: Site, fn: Callable):
     """
     mod, tap, shape = _resolve(model, adapter, site)
     if not tap.writable:
-        raise ValueError(f"site {site[0]!r} cannot be overwritten: the model does not read it back")
+        raise HookError(f"site {site[0]!r} cannot be overwritten: the model does not read it back")
 
     def on_value(full):
         if isinstance(full, tuple):
             new = tuple(fn(full))
             if len(new) != len(full):
-                raise ValueError(f"overwrite returned {len(new)} values, the site has {len(full)}")
+                raise HookError(f"overwrite returned {len(new)} values, the site has {len(full)}")
             return new
         if tap.aliased:  # the residual branch holds this tensor too: write into it
             full.copy_(shape.write(full, fn(full.clone())))

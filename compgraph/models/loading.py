@@ -80,6 +80,19 @@ def _check_gguf(path: Path) -> None:
             raise ModelLoadError(f"{path} is truncated: tensor {tensor.name} runs past the end of the file")
 
 
+_WEIGHT_SUFFIXES = (".gguf", ".safetensors", ".bin", ".json", ".model", ".txt", ".tiktoken", ".py")
+
+
+def model_files(source: ModelSource) -> list[tuple[str, Path]]:
+    """The files whose content determines a model (its input digest ``weights``): its GGUF,
+    or its directory's config, weights and tokenizer files, by relative name."""
+    root = Path(source.location)
+    if source.gguf_file:
+        return [(source.gguf_file, root / source.gguf_file)]
+    return [(p.relative_to(root).as_posix(), p) for p in sorted(root.rglob("*"))
+            if p.is_file() and p.suffix in _WEIGHT_SUFFIXES and ".cache" not in p.parts]
+
+
 def resolve(spec: str) -> ModelSource:
     """Where the model is, without loading it; raises ModelNotFound / ModelLoadError."""
     if spec.startswith("packaged:"):

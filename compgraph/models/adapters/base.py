@@ -2,7 +2,7 @@
 
 Module paths are relative to the model root (``layers``, ``embed``, ``final_norm``,
 ``unembed``) or to one layer (every per-layer field). Weight accessors in
-:mod:`compgraph.models.weights` read them into canonical orientation; hooks in
+:mod:`compgraph.models.params` read them into canonical orientation; hooks in
 :mod:`compgraph.models.hooks` attach where the adapter's ``sites`` table says (a
 :class:`Tap` per canonical site name). An architecture module only fills in these
 dataclasses.

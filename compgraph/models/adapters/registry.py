@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from compgraph.errors import UnsupportedArchitecture
+from compgraph.errors import RegistryError, UnsupportedArchitecture
 from compgraph.models.adapters import bert, gemma3, gpt2, llama, moe, neox
 from compgraph.models.adapters.base import SITE_NAMES, Adapter
 
@@ -12,10 +12,10 @@ _BY_TYPE: dict[str, Adapter] = {}
 def register(adapter: Adapter) -> None:
     unknown = sorted(set(adapter.sites) - SITE_NAMES)
     if unknown:
-        raise ValueError(f"adapter {adapter.name!r} names unknown sites {unknown}; known: {sorted(SITE_NAMES)}")
+        raise RegistryError(f"adapter {adapter.name!r} names unknown sites {unknown}; known: {sorted(SITE_NAMES)}")
     for model_type in adapter.model_types:
         if model_type in _BY_TYPE:
-            raise ValueError(f"model_type {model_type!r} already served by {_BY_TYPE[model_type].name!r}")
+            raise RegistryError(f"model_type {model_type!r} already served by {_BY_TYPE[model_type].name!r}")
         _BY_TYPE[model_type] = adapter
 
 

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from compgraph.errors import ConfigError
-from compgraph.library import data_dir
+from compgraph.data.shipped import data_dir
 
 TEXT_SUFFIXES = (".txt", ".text")
 JSONL_SUFFIXES = (".jsonl", ".ndjson")

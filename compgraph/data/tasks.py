@@ -38,11 +38,12 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
 from compgraph.errors import ConfigError
-from compgraph.library import data_dir
+from compgraph.data.shipped import data_dir
 
 FIELDS = ("clean", "corrupt", "answer", "wrong")
 DEFAULT_METRIC = "logit_diff"
@@ -55,7 +56,7 @@ _META_STRINGS = ("description", "source", "licence", "citation")
 def _last(logits: torch.Tensor, position: int | torch.Tensor) -> torch.Tensor:
     """Logits [batch, vocab] at ``position`` (an int, or one index per example)."""
     if logits.dim() != 3:
-        raise ValueError(f"logits must be [batch, seq, vocab], got shape {tuple(logits.shape)}")
+        raise ConfigError(f"logits must be [batch, seq, vocab], got shape {tuple(logits.shape)}")
     if isinstance(position, int):
         return logits[:, position, :].float()
     rows = torch.arange(logits.shape[0], device=logits.device)
@@ -144,37 +145,80 @@ class Task:
         return replace(self, examples=self.examples[:n]) if n else self
 
 
-@dataclass(frozen=True, kw_only=True)
-class EncodedTask:
-    """A task as tensors, left-padded to one length ``T``.
+class Inputs(NamedTuple):
+    """One side of a task (clean or corrupt) as the model receives it: ``ids`` [n, T] and,
+    for left-padded prompts, the ``attention_mask`` (0 on padding) and ``position_ids``
+    (0 at each prompt's first token) that make each padded row compute exactly what the
+    unpadded prompt would."""
 
-    Run the model on ``clean_ids`` (or ``corrupt_ids``) with ``attention_mask`` and
-    ``position_ids`` and read the logits at position ``-1``: for every example that is
-    the last prompt token, and the row computes what the unpadded prompt would (pad
-    positions are masked out; positions count from 0 at the first real token). Padding
-    is the same for clean and corrupt, so position ``t`` is the same token slot in both.
+    ids: torch.Tensor
+    attention_mask: torch.Tensor | None = None
+    position_ids: torch.Tensor | None = None
+
+    def rows(self, index: torch.Tensor) -> "Inputs":
+        return Inputs(*(None if t is None else t[index] for t in self))
+
+    def repeat(self, c: int) -> "Inputs":
+        """The batch tiled c times: row j·n + i is example i."""
+        return Inputs(*(None if t is None else t.repeat(c, *([1] * (t.dim() - 1))) for t in self))
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """[n, T] float: 1 on prompt tokens, 0 on padding."""
+        return torch.ones(self.ids.shape) if self.attention_mask is None else self.attention_mask.float()
+
+
+class TaskBatch(NamedTuple):
+    """A task's examples as tensors: the one input of every effect function.
+
+    ``clean`` and ``corrupt`` share their padding (position ``t`` is the same token slot in
+    both), so a model run on either reads its logits at position ``-1``: for every example
+    that is the last prompt token. Built by :func:`encode_task` from a task file, or by
+    :meth:`of` from tensors.
     """
 
-    task: Task
-    clean_ids: torch.Tensor
-    """[n, T] long, left-padded with ``pad_id``."""
-    corrupt_ids: torch.Tensor
-    """[n, T] long, padded exactly like ``clean_ids``."""
-    attention_mask: torch.Tensor
-    """[n, T] long: 0 on padding, 1 on prompt tokens (shared by clean and corrupt)."""
-    position_ids: torch.Tensor
-    """[n, T] long: 0 at each prompt's first token, counting up; 0 on padding."""
+    clean: Inputs
+    corrupt: Inputs
     answer_ids: torch.Tensor
-    """[n] long."""
+    """[n] long: the token whose logit the metric rewards."""
     wrong_ids: torch.Tensor
-    """[n] long."""
-    lengths: torch.Tensor
-    """[n] long: each prompt's token count (``T - lengths`` pad tokens on the left)."""
-    pad_id: int
-    """The token written into padding (the tokenizer's pad, else EOS, else 0)."""
+    """[n] long: the contrasting token."""
+
+    @classmethod
+    def of(cls, clean_ids: torch.Tensor, corrupt_ids: torch.Tensor, answer_ids: torch.Tensor,
+           wrong_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+           position_ids: torch.Tensor | None = None) -> "TaskBatch":
+        """A batch from tensors ([n, T] ids, [n] answers), the shapes checked (ConfigError)."""
+        if clean_ids.shape != corrupt_ids.shape or clean_ids.dim() != 2:
+            raise ConfigError(f"clean_ids {tuple(clean_ids.shape)} and corrupt_ids {tuple(corrupt_ids.shape)} "
+                              f"must be the same [n, T] shape")
+        n = clean_ids.shape[0]
+        if answer_ids.shape != (n,) or wrong_ids.shape != (n,):
+            raise ConfigError(f"answer_ids {tuple(answer_ids.shape)} and wrong_ids {tuple(wrong_ids.shape)} "
+                              f"must be [{n}]")
+        for name, t in (("attention_mask", attention_mask), ("position_ids", position_ids)):
+            if t is not None and t.shape != clean_ids.shape:
+                raise ConfigError(f"{name} {tuple(t.shape)} must match clean_ids {tuple(clean_ids.shape)}")
+        return cls(Inputs(clean_ids, attention_mask, position_ids), Inputs(corrupt_ids, attention_mask, position_ids),
+                   answer_ids, wrong_ids)
 
     def __len__(self) -> int:
-        return int(self.clean_ids.shape[0])
+        return int(self.clean.ids.shape[0])
+
+    @property
+    def n(self) -> int:
+        """Examples."""
+        return len(self)
+
+    @property
+    def width(self) -> int:
+        """Tokens per (padded) prompt, T."""
+        return int(self.clean.ids.shape[1])
+
+    def rows(self, index: torch.Tensor) -> "TaskBatch":
+        """The examples at ``index``."""
+        return TaskBatch(self.clean.rows(index), self.corrupt.rows(index), self.answer_ids[index],
+                         self.wrong_ids[index])
 
 
 def tasks_dir() -> Path:
@@ -288,7 +332,7 @@ def _pieces(tokenizer, ids: list[int]) -> str:
     return "[" + ", ".join(repr(tokenizer.decode([i])) for i in ids) + "]"
 
 
-def encode_task(task: Task | str | Path, tokenizer) -> EncodedTask:
+def encode_task(task: Task | str | Path, tokenizer) -> TaskBatch:
     """Tokenize every example and check it; left-pad into one batch.
 
     Raises :class:`ConfigError` (file, line, problem) when an answer or wrong token is
@@ -328,8 +372,5 @@ def encode_task(task: Task | str | Path, tokenizer) -> EncodedTask:
         corrupt_ids[i, width - length:] = torch.tensor(corrupt[i])
         mask[i, width - length:] = 1
     position_ids = (mask.cumsum(1) - 1).clamp(min=0)
-    return EncodedTask(
-        task=task, clean_ids=clean_ids, corrupt_ids=corrupt_ids, attention_mask=mask,
-        position_ids=position_ids, answer_ids=torch.tensor([a[0] for a in answer]),
-        wrong_ids=torch.tensor([w[0] for w in wrong]), lengths=mask.sum(1), pad_id=int(pad_id),
-    )
+    return TaskBatch.of(clean_ids, corrupt_ids, torch.tensor([a[0] for a in answer]),
+                        torch.tensor([w[0] for w in wrong]), mask, position_ids)
