@@ -1,9 +1,9 @@
-"""Analyses of an ingested model's component graph and circuits (pure functions on
-networkx graphs and polars frames; figures; the ``analyse`` command).
+"""Analyses of an ingested model's component graph and circuits: pure functions on
+networkx graphs and polars frames, and figures (the ``analyse`` command is
+:mod:`compgraph.cli.analyse`; it writes what the analyses return, they never write).
 
 - :mod:`~compgraph.analysis.modularity`: communities (Leiden, Louvain), modularity Q,
-  its z-score against degree-preserving randomised graphs, per-community composition,
-  writing communities back to the store.
+  its z-score against degree-preserving randomised graphs, per-community composition.
 - :mod:`~compgraph.analysis.degrees`: degree tables and heavy-tail fits (``powerlaw``).
 - :mod:`~compgraph.analysis.overlap`: overlap of two circuits (Jaccard, overlap
   coefficient, weighted Jaccard), overall or per kind / layer.
@@ -11,7 +11,6 @@ networkx graphs and polars frames; figures; the ``analyse`` command).
   a stratified permutation test of component reuse.
 - :mod:`~compgraph.analysis.plots` (PNG) and :mod:`~compgraph.analysis.html`
   (a self-contained interactive circuit view).
-- :mod:`~compgraph.analysis.command`: the ``compgraph analyse`` click group.
 
 Importing this package imports none of them (no matplotlib, igraph or powerlaw).
 """

@@ -51,14 +51,12 @@ import contextlib
 import functools
 import math
 import random
-import re
 from typing import Any, Hashable, Iterable, Literal
 
 import networkx as nx
 import numpy as np
 import polars as pl
 
-from compgraph import schema
 from compgraph.errors import ConfigError
 
 Method = Literal["auto", "leiden", "louvain"]
@@ -274,7 +272,7 @@ def null_model_z(G: nx.Graph, *, n: int = 20, seed: int = 0, weight: str = "weig
     return {"q": q, "mean": mean, "std": std, "z": z, "samples": samples, "partition": partition}
 
 
-# ---- composition and write-back -----------------------------------------------------------
+# ---- composition -----------------------------------------------------------
 
 def _member_rows(H: nx.Graph, partition: Partition) -> pl.DataFrame:
     _groups(H, partition)  # every node must have a community
@@ -301,28 +299,3 @@ def summary(G: nx.Graph, partition: Partition, *, weight: str = "weight") -> pl.
         *[(pl.col("kind") == k).sum().cast(pl.Int64).alias(f"n_{k}") for k in kinds])
     table = base.join(counts, on="community").sort("community")
     return table.select("community", "size", *[f"n_{k}" for k in kinds], "layers", "internal_weight", "strength")
-
-
-_NAME = re.compile(r"^[A-Za-z0-9_]+$")
-
-
-def write_back(store, partition: Partition, name: str, *, model: str | None = None):
-    """Set ``community_<name>`` (the label) on each component node named in ``partition``
-    (by uid), through the store's node merge; every uid must already be a component
-    (nothing is written otherwise). With ``model``, the property is first removed from
-    that model's other components, so none keeps a label from an earlier partition.
-    Returns the store's WriteResult."""
-    if not _NAME.match(name):
-        raise ConfigError(f"community name must be letters, digits and '_', not {name!r}")
-    prop = f"community_{name}"
-    uids = [str(node) for node in partition]
-    found = set(store.nodes(schema.COMPONENT, uids=uids).get_column("uid").to_list()) if uids else set()
-    missing = [u for u in uids if u not in found]
-    if missing:
-        raise ConfigError(f"{len(missing)} node(s) of the partition are not components in the store, "
-                          f"e.g. {', '.join(missing[:3])}; nothing was written")
-    if model is not None:
-        store.remove_properties(schema.COMPONENT, [prop], where={str(schema.Prop.MODEL): model})
-    frame = pl.DataFrame({"uid": uids, prop: [int(partition[n]) for n in partition]},
-                         schema={"uid": pl.String, prop: pl.Int64})
-    return store.merge_nodes(schema.COMPONENT, frame)

@@ -1,6 +1,6 @@
 """One in-memory type for every sparse dictionary: SAEs and transcoders.
 
-Row-vector convention, like :mod:`compgraph.models.weights` (activations are rows,
+Row-vector convention, like :mod:`compgraph.models.params` (activations are rows,
 ``x @ W``), whatever orientation the file used:
 
 =========  ==================  =====================================================
@@ -121,7 +121,7 @@ class Dictionary:
         out = f.to(self.W_dec.dtype) @ self.W_dec + self.b_dec
         if self.W_skip is not None:
             if x is None:
-                raise ValueError("this dictionary has a skip connection: decode(f, x) needs its input x")
+                raise ConfigError("this dictionary has a skip connection: decode(f, x) needs its input x")
             out = out + x.to(self.W_skip.dtype) @ self.W_skip
         return out
 
@@ -143,15 +143,15 @@ def apply_activation(pre: torch.Tensor, activation: str, *, k: int | None = None
         return torch.relu(pre)
     if activation == "jumprelu":
         if threshold is None:
-            raise ValueError("jumprelu needs a threshold")
+            raise ConfigError("jumprelu needs a threshold")
         return pre * (pre > threshold.to(pre.dtype)).to(pre.dtype)
     if activation in ("topk", "topk_raw"):
         if k is None:
-            raise ValueError(f"{activation} needs k")
+            raise ConfigError(f"{activation} needs k")
         source = torch.relu(pre) if activation == "topk" else pre
         values, indices = torch.topk(source, k=min(int(k), pre.shape[-1]), dim=-1)
         return torch.zeros_like(pre).scatter_(-1, indices, values)
-    raise ValueError(f"unknown activation {activation!r}; known: {', '.join(ACTIVATIONS)}")
+    raise ConfigError(f"unknown activation {activation!r}; known: {', '.join(ACTIVATIONS)}")
 
 
 def validate(d: Dictionary, where: str) -> Dictionary:

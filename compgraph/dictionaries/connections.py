@@ -33,16 +33,11 @@ kept (both signs). The width_A × width_B matrix of one pair is never formed who
 
 from __future__ import annotations
 
-import polars as pl
 import torch
 
-from compgraph import schema
 from compgraph.dictionaries.base import Dictionary
 from compgraph.weights import folding
 from compgraph.weights.frames import TopK
-
-EDGE_SCHEMA = {"src": pl.String, "dst": pl.String, "kind": pl.String, "weight": pl.Float64}
-
 
 def read_position(site: str, layer: int, parallel: bool) -> int | None:
     """Where in the residual stream a dictionary reading ``site`` of ``layer`` reads (None: not the residual)."""
@@ -106,21 +101,3 @@ def connection_topk(model, adapter, source: Dictionary, targets: list[Dictionary
             rows = slice(start, start + chunk)
             top.add(top.scratch.matmul("block", writes[rows], reads), t_index, rows)
     return top
-
-
-def connection_rows(model, adapter, source: tuple[str, Dictionary], targets: list[tuple[str, Dictionary]],
-                    k: int) -> tuple[pl.DataFrame, set[str]]:
-    """``CONNECTS`` rows (src, dst feature uids, kind ``transcoder``, weight) from the source
-    dictionary's features, and the uids of the target dictionaries they reach."""
-    src_uid, src = source
-    top = connection_topk(model, adapter, src, [t for _, t in targets], k)
-    if top is None:
-        return pl.DataFrame(schema=EDGE_SCHEMA), set()
-    frame = top.frame(schema.ConnectKind.TRANSCODER, src.layer or 0)
-    dst_dicts = [targets[i][0] for i in frame["dst_layer"].to_list()]
-    rows = pl.DataFrame({
-        "src": [schema.feature_uid(src_uid, i) for i in frame["src_index"].to_list()],
-        "dst": [schema.feature_uid(uid, j) for uid, j in zip(dst_dicts, frame["dst_index"].to_list())],
-        "kind": str(schema.ConnectKind.TRANSCODER), "weight": frame["weight"],
-    }, schema=EDGE_SCHEMA)
-    return rows, set(dst_dicts)

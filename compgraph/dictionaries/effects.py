@@ -32,27 +32,23 @@ mask 1) and examples.
   example chunk. The first-order estimate of the activation-patching effect.
 
 M is the mean over examples of the task's per-example metric (as in
-:mod:`compgraph.effects.patching`); ``effect_norm`` = effect ÷ (M(corrupt) − M(clean)).
+:mod:`compgraph.effects.measure`); ``effect_norm`` = effect ÷ (M(corrupt) − M(clean)).
 """
 
 from __future__ import annotations
 
-import math
-
 import polars as pl
 import torch
 
-from compgraph import schema
+from compgraph.schema import ComponentKind
 from compgraph.dictionaries.base import Dictionary
-from compgraph.effects.patching import (
-    NODE_SCHEMA, Inputs, Metric, Task, capture_values, device_of, example_chunks, forward_logits, make_task,
-    metric_values,
-)
+from compgraph.data.tasks import Inputs, TaskBatch
+from compgraph.effects.measure import ACTIVATION, ATTRIBUTION, DEFAULT_BATCH_TOKENS, NODE_SCHEMA, Metric, effect_norm
+from compgraph.effects.runs import capture_values, device_of, example_chunks, forward_logits, metric_values
 from compgraph.errors import ConfigError
 from compgraph.models.hooks import capture, overwrite
 
 ABLATIONS = ("corrupt", "zero", "mean")
-DEFAULT_BATCH_TOKENS = 8192
 
 
 def write_site(d: Dictionary) -> tuple[str, int | None]:
@@ -71,7 +67,7 @@ def _features(d: Dictionary, values: dict) -> torch.Tensor:
     return d.encode(values[read_site(d)])
 
 
-def _mean_features(model, adapter, d: Dictionary, task: Task, batch_tokens: int) -> torch.Tensor:
+def _mean_features(model, adapter, d: Dictionary, task: TaskBatch, batch_tokens: int) -> torch.Tensor:
     """[width]: the mean of f over the clean prompts' positions (attention mask 1)."""
     total, count = 0.0, 0.0
     for chunk in example_chunks(task.n, task.width, batch_tokens):
@@ -83,7 +79,7 @@ def _mean_features(model, adapter, d: Dictionary, task: Task, batch_tokens: int)
     return (total / max(count, 1.0)).float()
 
 
-def _targets(model, adapter, d: Dictionary, sub: Task, ablation: str, f_clean: torch.Tensor,
+def _targets(model, adapter, d: Dictionary, sub: TaskBatch, ablation: str, f_clean: torch.Tensor,
              mean: torch.Tensor | None) -> torch.Tensor:
     """The values a [n, T, width] each feature is patched towards."""
     if ablation == "corrupt":
@@ -117,13 +113,11 @@ def _clean_with_grad(model, adapter, d: Dictionary, inputs: Inputs, answer, wron
     return f, grad, values.detach().double().cpu()
 
 
-def feature_attribution(model, adapter, d: Dictionary, clean_ids, corrupt_ids, answer_ids, wrong_ids,
-                        metric: Metric, *, ablation: str = "corrupt", attention_mask=None, position_ids=None,
+def feature_attribution(model, adapter, d: Dictionary, task: TaskBatch, metric: Metric, *, ablation: str = "corrupt",
                         batch_tokens: int = DEFAULT_BATCH_TOKENS) -> pl.DataFrame:
     """Attribution-patching effect of every feature of ``d`` (module docstring); columns of
-    :data:`compgraph.effects.patching.NODE_SCHEMA` (component ``feature``, index j)."""
+    :data:`compgraph.effects.measure.NODE_SCHEMA` (component ``feature``, index j)."""
     _check(d, ablation)
-    task = make_task(clean_ids, corrupt_ids, answer_ids, wrong_ids, attention_mask, position_ids)
     mean = _mean_features(model, adapter, d, task, batch_tokens) if ablation == "mean" else None
     scores = torch.zeros(d.width, dtype=torch.float64)
     clean = torch.zeros(task.n, dtype=torch.float64)
@@ -135,16 +129,14 @@ def feature_attribution(model, adapter, d: Dictionary, clean_ids, corrupt_ids, a
             delta = _targets(model, adapter, d, sub, ablation, f, mean) - f
             scores += (delta.double() * slope.double()).sum((0, 1)).cpu()
     corrupt = _metric_over(model, task.corrupt, task, metric, batch_tokens)
-    return _frame(d, scores / task.n, float(clean.mean()), corrupt, "attribution", ablation)
+    return _frame(d, scores / task.n, float(clean.mean()), corrupt, ATTRIBUTION, ablation)
 
 
-def feature_patching(model, adapter, d: Dictionary, features: list[int], clean_ids, corrupt_ids, answer_ids,
-                     wrong_ids, metric: Metric, *, ablation: str = "corrupt", attention_mask=None, position_ids=None,
-                     batch_tokens: int = DEFAULT_BATCH_TOKENS) -> pl.DataFrame:
+def feature_patching(model, adapter, d: Dictionary, features: list[int], task: TaskBatch, metric: Metric, *,
+                     ablation: str = "corrupt", batch_tokens: int = DEFAULT_BATCH_TOKENS) -> pl.DataFrame:
     """Activation-patching effect of each listed feature of ``d``, one at a time (module
     docstring); rows in the order of ``features``."""
     _check(d, ablation)
-    task = make_task(clean_ids, corrupt_ids, answer_ids, wrong_ids, attention_mask, position_ids)
     mean = _mean_features(model, adapter, d, task, batch_tokens) if ablation == "mean" else None
     totals = torch.zeros(len(features), dtype=torch.float64)
     clean = torch.zeros(task.n, dtype=torch.float64)
@@ -160,10 +152,10 @@ def feature_patching(model, adapter, d: Dictionary, features: list[int], clean_i
                 totals[slot] += float(metric_values(model, sub.clean, sub.answer_ids, sub.wrong_ids, metric).sum())
     effects = totals / task.n - clean.mean()
     corrupt = _metric_over(model, task.corrupt, task, metric, batch_tokens)
-    return _frame(d, effects, float(clean.mean()), corrupt, "activation", ablation, features)
+    return _frame(d, effects, float(clean.mean()), corrupt, ACTIVATION, ablation, features)
 
 
-def _metric_over(model, inputs: Inputs, task: Task, metric: Metric, batch_tokens: int) -> float:
+def _metric_over(model, inputs: Inputs, task: TaskBatch, metric: Metric, batch_tokens: int) -> float:
     total = 0.0
     for chunk in example_chunks(task.n, task.width, batch_tokens):
         total += float(metric_values(model, inputs.rows(chunk), task.answer_ids[chunk], task.wrong_ids[chunk],
@@ -174,37 +166,10 @@ def _metric_over(model, inputs: Inputs, task: Task, metric: Metric, batch_tokens
 def _frame(d: Dictionary, effects: torch.Tensor, clean: float, corrupt: float, method: str, ablation: str,
            features: list[int] | None = None) -> pl.DataFrame:
     index = list(range(d.width)) if features is None else list(features)
-    denominator = corrupt - clean
     values = effects.double().tolist()
     n = len(index)
     return pl.DataFrame({
-        "component": ["feature"] * n, "layer": [d.layer] * n, "index": index, "effect": values,
-        "effect_norm": [e / denominator if denominator != 0 else math.nan for e in values],
+        "component": [str(ComponentKind.FEATURE)] * n, "layer": [d.layer] * n, "index": index, "effect": values,
+        "effect_norm": [effect_norm(e, clean, corrupt) for e in values],
         "method": [method] * n, "ablation": [ablation] * n, "direction": ["noising"] * n,
     }, schema=NODE_SCHEMA)
-
-
-# ---- frames for the effects stage ------------------------------------------------------------
-
-def feature_effect_frames(model, adapter, *, model_name: str, spec: str, task_name: str, metric_name: str,
-                          enc, metric: Metric, ablation: str = "corrupt"):
-    """``Frames`` for the effects stage: the features of every dictionary at ``spec`` (identity
-    rows, as the features stage writes them) and their ``AFFECTS`` edges to the task, by
-    attribution patching (method ``attribution``)."""
-    from compgraph.dictionaries.features import dictionary_uids, feature_identity, load_dictionaries, to_model
-    from compgraph.effects import frames
-    from compgraph.engine.stage import Frames
-
-    dicts = load_dictionaries(spec)
-    device = device_of(model)
-    out = Frames()
-    for uid, d in zip(dictionary_uids(model_name, spec, dicts), dicts):
-        d = to_model(d, device, next(model.parameters()).dtype)
-        effects = feature_attribution(model, adapter, d, enc.clean_ids, enc.corrupt_ids, enc.answer_ids,
-                                      enc.wrong_ids, metric, ablation=ablation, attention_mask=enc.attention_mask,
-                                      position_ids=enc.position_ids)
-        rows = frames.affects_rows(model_name, task_name, metric_name, int(enc.clean_ids.shape[0]), effects)
-        rows = rows.with_columns(pl.Series("src", [schema.feature_uid(uid, j) for j in effects["index"].to_list()]))
-        out += Frames.of(nodes=[(schema.FEATURE, feature_identity(model_name, uid, d))],
-                         edges=[(schema.AFFECTS, rows)])
-    return out

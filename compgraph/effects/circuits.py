@@ -17,7 +17,7 @@ forward pass on the clean prompts:
 - node level: M(full) = the clean run; M(circuit) = the clean run with every component of
   the *universe* (the components that were scored, e.g. all heads and MLP blocks) that is
   outside the circuit patched towards its ablation value at once (``corrupt``: its value
-  in the corrupt run; ``mean``, ``zero``, ``resample`` as in :mod:`~compgraph.effects.patching`);
+  in the corrupt run; ``mean``, ``zero``, ``resample`` as in :mod:`~compgraph.effects.measure`);
   M(empty) = the same with the whole universe patched. The embeddings are always in.
 - edge level: M(circuit) = the clean run where each destination receives, for every edge
   into it that is not in the circuit, the source's ablated output instead of its output
@@ -42,10 +42,12 @@ from typing import NamedTuple, Sequence
 
 import polars as pl
 
-from compgraph.errors import ConfigError
+from compgraph.data.tasks import TaskBatch
+from compgraph.effects.activation import patched_metrics
 from compgraph.effects.components import Component, check_kinds
 from compgraph.effects.edges import DEFAULT_MEMORY, Node, edge_graph, edge_mask, edge_patched_metrics
-from compgraph.effects.patching import DEFAULT_BATCH_TOKENS, Metric, make_task, patched_metrics
+from compgraph.effects.measure import DEFAULT_BATCH_TOKENS, Metric
+from compgraph.errors import ConfigError
 
 FRACTIONS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
@@ -167,13 +169,11 @@ def _node_metrics(model, adapter, task, metric, universe, insides: list[set], ab
     return [float(v) for v in values]
 
 
-def node_circuit(model, adapter, clean_ids, corrupt_ids, answer_ids, wrong_ids, metric: Metric,
-                 scores: pl.DataFrame, *, n: int | None = None, threshold: float | None = None,
-                 ablation: str = "corrupt", attention_mask=None, position_ids=None, seed: int = 0,
+def node_circuit(model, adapter, task: TaskBatch, metric: Metric, scores: pl.DataFrame, *, n: int | None = None,
+                 threshold: float | None = None, ablation: str = "corrupt", seed: int = 0,
                  batch_tokens: int = DEFAULT_BATCH_TOKENS) -> Circuit:
     """The node circuit chosen from ``scores`` (a node-effect frame: its rows are the
     universe), with measured faithfulness."""
-    task = make_task(clean_ids, corrupt_ids, answer_ids, wrong_ids, attention_mask, position_ids)
     universe = _universe(scores)
     members = select_nodes(scores, n=n, threshold=threshold)
     inside = set(_universe(members.rename({"score": "effect"})))
@@ -190,13 +190,11 @@ def _edge_metrics(model, adapter, task, metric, graph, members: list, ablation, 
                                 memory=memory)
 
 
-def edge_circuit(model, adapter, clean_ids, corrupt_ids, answer_ids, wrong_ids, metric: Metric,
-                 scores: pl.DataFrame, *, n: int | None = None, threshold: float | None = None,
-                 ablation: str = "corrupt", prune: bool = True, attention_mask=None, position_ids=None,
-                 seed: int = 0, memory: int = DEFAULT_MEMORY) -> Circuit:
+def edge_circuit(model, adapter, task: TaskBatch, metric: Metric, scores: pl.DataFrame, *, n: int | None = None,
+                 threshold: float | None = None, ablation: str = "corrupt", prune: bool = True, seed: int = 0,
+                 memory: int = DEFAULT_MEMORY) -> Circuit:
     """The edge circuit chosen from ``scores`` (an edge-effect frame), pruned, with
     measured faithfulness."""
-    task = make_task(clean_ids, corrupt_ids, answer_ids, wrong_ids, attention_mask, position_ids)
     graph = edge_graph(model, adapter)
     members = select_edges(scores, n=n, threshold=threshold, prune=prune, group=graph.dims.group)
     full, empty, circuit = _edge_metrics(model, adapter, task, metric, graph, [None, members.head(0), members],
@@ -218,13 +216,11 @@ def areas(fractions: Sequence[float], faithfulness: Sequence[float], *, log_x: b
     return cpr, cmd
 
 
-def faithfulness_curve(model, adapter, clean_ids, corrupt_ids, answer_ids, wrong_ids, metric: Metric,
-                       scores: pl.DataFrame, *, level: str = "node", fractions: Sequence[float] = FRACTIONS,
-                       ablation: str = "corrupt", log_x: bool = False, attention_mask=None, position_ids=None,
+def faithfulness_curve(model, adapter, task: TaskBatch, metric: Metric, scores: pl.DataFrame, *, level: str = "node",
+                       fractions: Sequence[float] = FRACTIONS, ablation: str = "corrupt", log_x: bool = False,
                        seed: int = 0, batch_tokens: int = DEFAULT_BATCH_TOKENS,
                        memory: int = DEFAULT_MEMORY) -> Curve:
     """Faithfulness of the top-⌊x·N⌋ circuit for each x in ``fractions``, and CPR / CMD."""
-    task = make_task(clean_ids, corrupt_ids, answer_ids, wrong_ids, attention_mask, position_ids)
     total = scores.height
     ns = [int(x * total) for x in fractions]
     if level == "node":

@@ -32,7 +32,7 @@ the other router weights").
 Every kind but ``expert`` is a slice of one hook site (:mod:`compgraph.models.hooks`):
 :func:`site_of` names it and :class:`Unit` says which axis of the site's value indexes the
 component (``None`` for whole blocks). This module only describes; patching runs live in
-:mod:`compgraph.effects.patching`.
+:mod:`compgraph.effects.activation` and :mod:`compgraph.effects.attribution`.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from typing import NamedTuple
 import torch
 
 from compgraph.errors import ConfigError
-from compgraph.models import weights
+from compgraph.models import params
 from compgraph.models.adapters.base import Adapter
 
 KINDS = ("head", "neuron", "mlp", "attn", "expert")
@@ -84,13 +84,13 @@ class Dims:
 
 def dims(model, adapter: Adapter) -> Dims:
     config = model.config.get_text_config()
-    n_heads, n_kv, d_head = weights.head_dims(config)
+    n_heads, n_kv, d_head = params.head_dims(config)
     d_mlp = n_experts = None
     if adapter.is_moe:
-        n_experts = int(weights.layer_module(model, adapter, 0, adapter.experts).gate_up_proj.shape[0])
+        n_experts = int(params.layer_module(model, adapter, 0, adapter.experts).gate_up_proj.shape[0])
     else:
-        d_mlp = int(weights.mlp_out(model, adapter, 0).shape[0])
-    return Dims(n_layers=weights.n_layers(model, adapter), n_heads=n_heads, n_kv_heads=n_kv, d_head=d_head,
+        d_mlp = int(params.mlp_out(model, adapter, 0).shape[0])
+    return Dims(n_layers=params.n_layers(model, adapter), n_heads=n_heads, n_kv_heads=n_kv, d_head=d_head,
                 d_model=int(config.hidden_size), d_mlp=d_mlp, n_experts=n_experts,
                 parallel=adapter.is_parallel(config))
 
@@ -162,7 +162,7 @@ def read(component: Component, site_value: torch.Tensor) -> torch.Tensor:
         return site_value[..., component.index]
     if component.kind in ("mlp", "attn"):
         return site_value
-    raise ValueError(f"{component.kind} activations are not a slice of a site; use expert_contribution")
+    raise ConfigError(f"{component.kind} activations are not a slice of a site; use expert_contribution")
 
 
 def check_plan(components) -> None:
@@ -190,7 +190,7 @@ def expert_contribution(model, adapter: Adapter, layer: int, experts_in: tuple, 
     all experts, plus the shared expert where there is one, is the block's output.
     """
     tokens, ids, weights_ = experts_in
-    mod = weights.layer_module(model, adapter, layer, adapter.experts)
+    mod = params.layer_module(model, adapter, layer, adapter.experts)
     out = tokens.new_zeros((len(experts), *tokens.shape))
     for j, e in enumerate(experts):
         rows, slot = torch.nonzero(ids == e, as_tuple=True)

@@ -36,7 +36,7 @@ that read. This is what EAP-IG's per-destination copies of the residual compute
 (TransformerLens ``use_split_qkv_input``), here without copying the model.
 
 ``method="eap-ig"``: ∂M/∂x_dst averaged over ``steps`` runs on interpolated token
-embeddings, exactly as for nodes (see :mod:`compgraph.effects.patching`); the source
+embeddings, exactly as for nodes (see :mod:`compgraph.effects.attribution`); the source
 differences stay those of the real corrupt and clean runs.
 
 Sources must add up to the residual stream: a model whose attention or MLP output passes
@@ -59,12 +59,12 @@ from typing import NamedTuple
 import polars as pl
 import torch
 
-from compgraph.errors import ConfigError
+from compgraph.data.tasks import Inputs, TaskBatch
 from compgraph.effects.components import Dims, dims
-from compgraph.effects.patching import (
-    Inputs, Metric, Task, _per_example, derangement, device_of, example_chunks, forward_logits, make_task,
-)
-from compgraph.models import weights
+from compgraph.effects.measure import GRADIENT_METHODS, Metric
+from compgraph.effects.runs import derangement, device_of, example_chunks, forward_logits, per_example
+from compgraph.errors import ConfigError, HookError
+from compgraph.models import params
 from compgraph.models.adapters.base import Adapter
 from compgraph.models.hooks import capture, overwrite
 
@@ -181,7 +181,7 @@ def _check_additive(values: dict, d: Dims) -> None:
 
 
 def _w_o(model, adapter: Adapter, d: Dims) -> list[torch.Tensor]:
-    return [weights.attention(model, adapter, layer).W_O.detach() for layer in range(d.n_layers)]
+    return [params.attention(model, adapter, layer).W_O.detach() for layer in range(d.n_layers)]
 
 
 def _source_diffs(a: dict, b: dict, w_o: list, d: Dims) -> torch.Tensor:
@@ -205,7 +205,7 @@ def _first_tensor(args: tuple, kwargs: dict) -> tuple[torch.Tensor, bool]:
     for value in kwargs.values():
         if isinstance(value, torch.Tensor):
             return value, False
-    raise ValueError("norm called without a tensor")
+    raise HookError("a norm was called without a tensor argument")
 
 
 def _replace_first(args, kwargs, new):
@@ -243,11 +243,11 @@ def _norm_hooks(model, adapter: Adapter, d: Dims, record: dict, add: dict | None
 
     try:
         for layer in range(d.n_layers):
-            attn = weights.layer_module(model, adapter, layer, adapter.attn_norm)
+            attn = params.layer_module(model, adapter, layer, adapter.attn_norm)
             handles.append(attn.register_forward_pre_hook(recorder(("attn", layer)), with_kwargs=True))
-            mlp = weights.layer_module(model, adapter, layer, adapter.mlp_norm)
+            mlp = params.layer_module(model, adapter, layer, adapter.mlp_norm)
             handles.append(mlp.register_forward_pre_hook(adder(("mlp", layer)), with_kwargs=True))
-        final = weights.module(model, adapter.final_norm)
+        final = params.module(model, adapter.final_norm)
         handles.append(final.register_forward_pre_hook(adder(("final", None)), with_kwargs=True))
         yield
     finally:
@@ -273,7 +273,7 @@ class _Attn(NamedTuple):
 def _qkv_weights(model, adapter, d: Dims) -> list[_Attn]:
     out = []
     for layer in range(d.n_layers):
-        a = weights.attention(model, adapter, layer)
+        a = params.attention(model, adapter, layer)
         out.append(_Attn(a.W_Q.detach(), a.W_K.detach(), a.W_V.detach()))
     return out
 
@@ -310,7 +310,7 @@ def _per_layer(model, adapter, d: Dims, qkv, grads: dict, record: dict, shape):
             if g is None:
                 g = torch.zeros(*shape, n_units, w.shape[2], device=w.device, dtype=w.dtype)
             parts.append(torch.einsum("nthe,hde->hntd", g.to(w.dtype), w))
-        norm = weights.layer_module(model, adapter, layer, adapter.attn_norm)
+        norm = params.layer_module(model, adapter, layer, adapter.attn_norm)
         g_attn = _norm_vjp(norm, record[("attn", layer)], torch.cat(parts))
         g_mlp = grads[("mlp", layer)]
         g_mlp = torch.zeros_like(record[("attn", layer)]) if g_mlp is None else g_mlp
@@ -320,21 +320,19 @@ def _per_layer(model, adapter, d: Dims, qkv, grads: dict, record: dict, shape):
 
 # --- edge attribution -------------------------------------------------------------------------
 
-def edge_attribution(model, adapter: Adapter, clean_ids, corrupt_ids, answer_ids, wrong_ids, metric: Metric, *,
-                     method: str = "attribution", steps: int = 5, attention_mask=None, position_ids=None,
-                     memory: int = DEFAULT_MEMORY) -> pl.DataFrame:
+def edge_attribution(model, adapter: Adapter, task: TaskBatch, metric: Metric, *, method: str = "attribution",
+                     steps: int = 5, memory: int = DEFAULT_MEMORY) -> pl.DataFrame:
     """Every edge's score (module doc); one row per edge of :func:`edge_graph` with the
     columns of :data:`EDGE_SCHEMA` (``src`` and ``dst`` structs {kind, layer, index})."""
-    if method not in ("attribution", "eap-ig"):
+    if method not in GRADIENT_METHODS:
         raise ConfigError(f"edge methods: 'attribution' or 'eap-ig', not {method!r}")
     if steps < 1:
         raise ConfigError("steps must be at least 1")
-    task = make_task(clean_ids, corrupt_ids, answer_ids, wrong_ids, attention_mask, position_ids)
     scores = edge_scores(model, adapter, task, metric, method=method, steps=steps, memory=memory)
     return edge_frame(edge_graph(model, adapter), scores, method)
 
 
-def edge_scores(model, adapter: Adapter, task: Task, metric: Metric, *, method: str = "attribution", steps: int = 5,
+def edge_scores(model, adapter: Adapter, task: TaskBatch, metric: Metric, *, method: str = "attribution", steps: int = 5,
                 memory: int = DEFAULT_MEMORY) -> torch.Tensor:
     """[S, D] float64 scores (0 where the edge does not exist)."""
     graph = edge_graph(model, adapter)
@@ -444,7 +442,7 @@ class _EdgePatch:
             if shift is None:
                 return value
             x = self.record[("attn", layer)]
-            norm = weights.layer_module(self.model, self.adapter, layer, self.adapter.attn_norm)
+            norm = params.layer_module(self.model, self.adapter, layer, self.adapter.attn_norm)
             moved = norm.forward(x.unsqueeze(0) + shift.to(x.dtype)) - norm.forward(x).unsqueeze(0)
             change = torch.einsum("hntd,hde->nthe", moved, w.to(moved.dtype))
             keep = (self.outside[:, sel].any(0)).to(value.device).view(1, 1, count, 1)
@@ -492,7 +490,7 @@ class _EdgePatch:
         return lambda value: (self._refresh(), fn(value))[1]
 
 
-def edge_patched_metric(model, adapter: Adapter, task: Task, in_circuit: torch.Tensor, metric: Metric, *,
+def edge_patched_metric(model, adapter: Adapter, task: TaskBatch, in_circuit: torch.Tensor, metric: Metric, *,
                         ablation: str = "corrupt", graph: EdgeGraph | None = None, seed: int = 0,
                         memory: int = DEFAULT_MEMORY) -> float:
     """M of the clean run with every edge *not* in ``in_circuit`` ([S, D] bool) ablated:
@@ -503,7 +501,7 @@ def edge_patched_metric(model, adapter: Adapter, task: Task, in_circuit: torch.T
                                 seed=seed, memory=memory)[0]
 
 
-def edge_patched_metrics(model, adapter: Adapter, task: Task, circuits: list[torch.Tensor], metric: Metric, *,
+def edge_patched_metrics(model, adapter: Adapter, task: TaskBatch, circuits: list[torch.Tensor], metric: Metric, *,
                          ablation: str = "corrupt", graph: EdgeGraph | None = None, seed: int = 0,
                          memory: int = DEFAULT_MEMORY) -> list[float]:
     """:func:`edge_patched_metric` of several circuits, the ablated source outputs computed
@@ -531,11 +529,11 @@ def edge_patched_metrics(model, adapter: Adapter, task: Task, circuits: list[tor
             patch = _EdgePatch(model, adapter, graph, graph.valid & ~in_circuit, target, w_o, qkv)
             with torch.no_grad(), patch.hooks():
                 logits = forward_logits(model, sub.clean)
-            totals[i] += float(_per_example(metric, logits, sub.answer_ids, sub.wrong_ids).sum())
+            totals[i] += float(per_example(metric, logits, sub.answer_ids, sub.wrong_ids).sum())
     return [t / task.n for t in totals]
 
 
-def _source_means(model, adapter, task: Task, d: Dims) -> dict:
+def _source_means(model, adapter, task: TaskBatch, d: Dims) -> dict:
     sums, count = {}, 0.0
     for chunk in example_chunks(task.n, task.width, 4096):
         inputs = task.clean.rows(chunk)

@@ -13,6 +13,8 @@ from typing import NamedTuple
 
 import torch
 
+from compgraph.errors import ConfigError
+
 
 class Decoded(NamedTuple):
     top_ids: torch.Tensor  # [n, k] largest logit first
@@ -57,7 +59,7 @@ def decode_topk(directions: torch.Tensor, unembed: torch.Tensor, k: int, *,
     folded into the directions) or None. Results on the directions' device.
     """
     if k < 1 or k > unembed.shape[1]:
-        raise ValueError(f"k must be in 1..{unembed.shape[1]}, not {k}")
+        raise ConfigError(f"k must be in 1..{unembed.shape[1]}, not {k}")
     w_u = unembed.to(directions.dtype)
     parts = []
     for start in range(0, directions.shape[0], chunk):
@@ -66,16 +68,3 @@ def decode_topk(directions: torch.Tensor, unembed: torch.Tensor, k: int, *,
             rows = rows * gain.to(rows.dtype)
         parts.append(_select(rows @ w_u, k, block))
     return Decoded(*(torch.cat([p[i] for p in parts]) for i in range(4)))
-
-
-@torch.no_grad()
-def decode_naive(directions: torch.Tensor, unembed: torch.Tensor, k: int, *,
-                 gain: torch.Tensor | None = None) -> Decoded:
-    """One direction at a time with two full ``topk`` calls: the reference and baseline."""
-    out = [[], [], [], []]
-    for row in directions:
-        logits = (row * gain if gain is not None else row) @ unembed
-        top, bottom = logits.topk(k), logits.topk(k, largest=False)
-        for i, t in enumerate((top.indices, top.values, bottom.indices, bottom.values)):
-            out[i].append(t)
-    return Decoded(*(torch.stack(o) for o in out))

@@ -9,12 +9,16 @@ Text-based scores read the first ``head_tokens`` corpus tokens.
 - ``sink_score``: mean A(q, 0) over q >= 1 on corpus text (attention parked on the
   first position).
 - ``prev_token_score``: mean A(q, q-1) over q >= 1 on corpus text.
-- ``entropy``: mean over q >= 1 of -sum_s A(q, s) log A(q, s), in nats, on corpus text.
+- ``entropy``: mean over q >= 1 of -sum_s A(q, s) log A(q, s), in nats, on corpus text
+  (A clamped below at 1e-12 inside the log).
+  These three are means over sequences of the per-sequence means over q, the sequences
+  of every batch counted alike.
 - ``induction_score``: on [BOS] R R with R a random token sequence of length L,
-  mean A(q, q-L+1) over the second copy: attention to the token that followed the
-  previous occurrence of the current token (Olsson et al. 2022).
-- ``duplicate_token_score``: same sequences, mean A(q, q-L): attention to the previous
-  occurrence of the current token.
+  mean A(q, q-L+1) over sequences and q = L+1 .. 2L-1 (the second copy but its last
+  token): attention to the token that followed the previous occurrence of the current
+  token (Olsson et al. 2022).
+- ``duplicate_token_score``: same sequences, mean A(q, q-L) over sequences and
+  q = L+1 .. 2L: attention to the previous occurrence of the current token.
 - ``copy_score``: the positive-eigenvalue fraction sum(lambda) / sum(|lambda|) (real
   parts) of the full OV circuit  W_E diag(g_attn) W_V W_O diag(g_final) W_U; +1 means
   the head copies the tokens it attends to into the logits (Elhage et al. 2021). The
@@ -30,35 +34,59 @@ Text-based scores read the first ``head_tokens`` corpus tokens.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import polars as pl
 import torch
 
-from compgraph import schema
-from compgraph.engine.registry import register
-from compgraph.engine.stage import CorpusConfig, Frames, ModelInfo, Stage
-from compgraph.models import weights
+from compgraph.data.probes import HeadProbes
+from compgraph.models import params
 from compgraph.models.adapters.base import Adapter
 
+SCORES = ("sink", "prev_token", "entropy", "induction", "duplicate", "copy", "retrieval")
+"""The keys of :func:`head_scores` (each [n_layers, n_heads])."""
 
-@dataclass(frozen=True, kw_only=True)
-class HeadData:
-    """Token batches for the scores; built by compgraph.extract.data."""
 
-    text: list[torch.Tensor]
-    """[batch, seq] corpus text chunks, each starting with BOS when the tokenizer has one."""
-    repeated: torch.Tensor
-    """[n, 1 + 2L] BOS + R + R."""
-    repeat_len: int
-    haystack: torch.Tensor
-    """[n, seq] haystack + needle + haystack + needle."""
-    needle_first: int
-    """Position of the first needle's first token."""
-    needle_second: int
-    """Position of the second needle's first token."""
-    needle_len: int
+# --- scores of attention patterns (pure functions) -------------------------------------------------
 
+def sink(pattern: torch.Tensor) -> torch.Tensor:
+    """[B, H]: per sequence, mean over q >= 1 of A(q, 0); ``pattern`` [B, H, T, T]."""
+    return pattern[:, :, 1:, 0].mean(-1)
+
+
+def previous_token(pattern: torch.Tensor) -> torch.Tensor:
+    """[B, H]: per sequence, mean over q >= 1 of A(q, q-1)."""
+    return torch.diagonal(pattern, offset=-1, dim1=2, dim2=3).mean(-1)
+
+
+def entropy(pattern: torch.Tensor) -> torch.Tensor:
+    """[B, H]: per sequence, mean over q >= 1 of -sum_s A(q, s) ln A(q, s) (nats)."""
+    q = pattern[:, :, 1:, :]
+    return -(q * q.clamp_min(1e-12).log()).sum(-1).mean(-1)
+
+
+def induction(pattern: torch.Tensor, repeat_len: int) -> torch.Tensor:
+    """[H]: on [BOS] R R (|R| = L), mean over sequences and q = L+1 .. 2L-1 of A(q, q-L+1)."""
+    L = repeat_len
+    query = torch.arange(L + 1, 2 * L)
+    return pattern[:, :, query, query - L + 1].mean((0, 2))
+
+
+def duplicate(pattern: torch.Tensor, repeat_len: int) -> torch.Tensor:
+    """[H]: on [BOS] R R (|R| = L), mean over sequences and q = L+1 .. 2L of A(q, q-L)."""
+    L = repeat_len
+    query = torch.arange(L + 1, 2 * L + 1)
+    return pattern[:, :, query, query - L].mean((0, 2))
+
+
+def retrieval(pattern: torch.Tensor, correct: torch.Tensor, queries: torch.Tensor, sources: torch.Tensor,
+              needle_len: int) -> torch.Tensor:
+    """[H]: mean over sequences of (1/n) #{i : the model predicts needle token i+1 at query
+    position ``queries[i]`` (``correct`` [B, n-1]) and the head's strongest attention there is
+    on ``sources[i]``, where that token sits in the first needle} (n = ``needle_len``)."""
+    argmax = pattern[:, :, queries].float().argmax(-1).cpu()  # [B, H, n-1]
+    hit = (argmax == sources) & correct.unsqueeze(1)
+    return hit.float().sum(-1).mean(0) / needle_len
+
+
+# --- the forward passes -----------------------------------------------------------------------------
 
 def _patterns(model, batch: torch.Tensor) -> list[torch.Tensor]:
     device = next(model.parameters()).device
@@ -67,64 +95,52 @@ def _patterns(model, batch: torch.Tensor) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def pattern_scores(model, data: HeadData, progress=None) -> dict[str, torch.Tensor]:
+def pattern_scores(model, probes: HeadProbes, progress=None) -> dict[str, torch.Tensor]:
     """Scores that read attention patterns: each [n_layers, n_heads]."""
-    text: dict[str, list[torch.Tensor]] = {"sink": [], "prev": [], "entropy": []}
-    for batch in data.text:
-        per_layer = {name: [] for name in text}
-        for pattern in _patterns(model, batch):
-            q = pattern[:, :, 1:, :]  # query positions >= 1
-            per_layer["sink"].append(q[..., 0].mean(-1).sum(0))
-            per_layer["prev"].append(torch.diagonal(pattern, offset=-1, dim1=2, dim2=3).mean(-1).sum(0))
-            per_layer["entropy"].append(-(q * q.clamp_min(1e-12).log()).sum(-1).mean(-1).sum(0))
-        for name, rows in per_layer.items():
-            text[name].append(torch.stack(rows))
+    per_sequence = {"sink": sink, "prev_token": previous_token, "entropy": entropy}
+    text: dict[str, list[torch.Tensor]] = {name: [] for name in per_sequence}
+    for batch in probes.text:
+        patterns = _patterns(model, batch)
+        for name, score in per_sequence.items():
+            text[name].append(torch.stack([score(pattern).sum(0) for pattern in patterns]))
         if progress is not None:
             progress()
-    n_text = sum(b.shape[0] for b in data.text)
+    n_text = sum(b.shape[0] for b in probes.text)
     scores = {name: torch.stack(parts).sum(0) / n_text for name, parts in text.items()}
-
-    L = data.repeat_len
-    second = torch.arange(L + 1, 2 * L + 1)  # query positions in the second copy
-    patterns = _patterns(model, data.repeated)
-    scores["induction"] = torch.stack([p[:, :, second[:-1], second[:-1] - L + 1].mean((0, 2)) for p in patterns])
-    scores["duplicate"] = torch.stack([p[:, :, second, second - L].mean((0, 2)) for p in patterns])
-    scores["retrieval"] = retrieval_scores(model, data)
+    patterns = _patterns(model, probes.repeated)
+    scores["induction"] = torch.stack([induction(p, probes.repeat_len) for p in patterns])
+    scores["duplicate"] = torch.stack([duplicate(p, probes.repeat_len) for p in patterns])
+    scores["retrieval"] = retrieval_scores(model, probes)
     return scores
 
 
 @torch.no_grad()
-def retrieval_scores(model, data: HeadData) -> torch.Tensor:
+def retrieval_scores(model, probes: HeadProbes) -> torch.Tensor:
+    """[n_layers, n_heads]: :func:`retrieval` of every head on the haystack probes."""
     device = next(model.parameters()).device
-    batch = data.haystack.to(device)
+    batch = probes.haystack.to(device)
     out = model(batch, output_attentions=True)
-    n = data.needle_len
-    queries = torch.arange(data.needle_second, data.needle_second + n - 1)  # predict needle[1:]
+    n = probes.needle_len
+    queries = torch.arange(probes.needle_second, probes.needle_second + n - 1)  # predict needle[1:]
     targets = batch[:, queries + 1].cpu()
-    predicted = out.logits[:, queries].argmax(-1).cpu()
-    correct = predicted == targets  # [B, n-1]
-    sources = torch.arange(data.needle_first + 1, data.needle_first + n)  # where needle[1:] sits first
-    per_layer = []
-    for pattern in out.attentions:
-        argmax = pattern[:, :, queries].float().argmax(-1).cpu()  # [B, H, n-1]
-        hit = (argmax == sources) & correct.unsqueeze(1)
-        per_layer.append(hit.float().sum(-1).mean(0) / n)
-    return torch.stack(per_layer)
+    correct = out.logits[:, queries].argmax(-1).cpu() == targets  # [B, n-1]
+    sources = torch.arange(probes.needle_first + 1, probes.needle_first + n)  # where needle[1:] sits first
+    return torch.stack([retrieval(pattern, correct, queries, sources, n) for pattern in out.attentions])
 
 
 @torch.no_grad()
 def copy_scores(model, adapter: Adapter) -> torch.Tensor:
     """[n_layers, n_heads]; see the module docstring."""
-    w_e = weights.embedding(model, adapter).float()
-    w_u = weights.unembed(model, adapter).float()
-    g_f = weights.final_gain(model, adapter)
+    w_e = params.embedding(model, adapter).float()
+    w_u = params.unembed(model, adapter).float()
+    g_f = params.final_gain(model, adapter)
     ue = w_u @ w_e  # [d, d]: W_U W_E
     if g_f is not None:
         ue = g_f.float().unsqueeze(1) * ue
     rows = []
-    for layer in range(weights.n_layers(model, adapter)):
-        attn = weights.attention(model, adapter, layer)
-        g_a = weights.norm_gain(model, adapter, adapter.attn_norm, layer)
+    for layer in range(params.n_layers(model, adapter)):
+        attn = params.attention(model, adapter, layer)
+        g_a = params.norm_gain(model, adapter, adapter.attn_norm, layer)
         inner = ue * g_a.float().unsqueeze(0) if g_a is not None else ue
         scores = []
         for head in range(attn.W_Q.shape[0]):
@@ -137,58 +153,6 @@ def copy_scores(model, adapter: Adapter) -> torch.Tensor:
     return torch.stack(rows)
 
 
-def head_frame(model, adapter: Adapter, *, model_name: str, data: HeadData, progress=None) -> pl.DataFrame:
-    """One row per query head with every score."""
-    n_heads, n_kv, _ = weights.head_dims(model.config)
-    s = pattern_scores(model, data, progress)
-    copy = copy_scores(model, adapter)
-    n_layers = copy.shape[0]
-    layer = torch.arange(n_layers).repeat_interleave(n_heads)
-    head = torch.arange(n_heads).repeat(n_layers)
-    flat = lambda t: t.reshape(-1).double().numpy()  # noqa: E731
-    P = schema.Prop
-    return pl.DataFrame({
-        "uid": [schema.head_uid(model_name, int(l_), int(h)) for l_, h in zip(layer, head)],
-        P.MODEL: model_name, P.LAYER: layer.numpy(), P.HEAD: head.numpy(),
-        P.KV_HEAD: (head // (n_heads // n_kv)).numpy(),
-        P.SINK: flat(s["sink"]), P.PREV_TOKEN: flat(s["prev"]), P.ENTROPY: flat(s["entropy"]),
-        P.INDUCTION: flat(s["induction"]), P.DUPLICATE: flat(s["duplicate"]),
-        P.COPY: flat(copy), P.RETRIEVAL_SCORE: flat(s["retrieval"]),
-        P.RETRIEVAL: (s["retrieval"].reshape(-1) > schema.RETRIEVAL_THRESHOLD).numpy(),
-    })
-
-
-@dataclass(frozen=True, kw_only=True)
-class HeadsConfig(CorpusConfig):
-    head_tokens: int
-    """Corpus tokens the text-based scores average over."""
-    seed: int
-    """Seed of the random repeated sequences and needles."""
-
-
-class HeadsStage(Stage):
-    """Every query head with its pattern scores and OV copy score (one shard)."""
-
-    name = "heads"
-    version = 2
-    Config = HeadsConfig
-    inputs = ("weights", "corpus")
-    description = "Attention heads: sink, previous-token, induction, duplicate, entropy, copy, retrieval."
-
-    def shards(self, info: ModelInfo, config: HeadsConfig, execution) -> list[str]:
-        return ["all"]
-
-    def run(self, ctx, config: HeadsConfig, shard: str) -> Frames:
-        from compgraph.extract.data import head_data
-
-        loaded = ctx.model()
-        stream = ctx.tokens(seq_len=config.seq_len, max_tokens=config.max_tokens)
-        rows = max(1, config.head_tokens // stream.seq_len)
-        data = head_data(loaded.tokenizer, stream, batch_size=ctx.execution.batch_size, max_rows=rows,
-                         seed=config.seed)
-        advance = ctx.progress("heads: corpus", len(data.text))
-        frame = head_frame(loaded.model, loaded.adapter, model_name=ctx.info.name, data=data, progress=advance)
-        return Frames.of(nodes=[(schema.HEAD, frame)])
-
-
-STAGE = register(HeadsStage())
+def head_scores(model, adapter: Adapter, probes: HeadProbes, progress=None) -> dict[str, torch.Tensor]:
+    """Every score of :data:`SCORES`, each [n_layers, n_heads] (module docstring)."""
+    return pattern_scores(model, probes, progress) | {"copy": copy_scores(model, adapter)}

@@ -46,7 +46,7 @@ from typing import Iterable, Iterator
 import polars as pl
 import torch
 
-from compgraph.models import weights
+from compgraph.models import params
 from compgraph.models.adapters.base import Adapter
 from compgraph.weights import factors, folding
 from compgraph.weights.frames import Kind, Scratch, TopK, empty, frame
@@ -114,7 +114,7 @@ def head_composition(model, adapter: Adapter, *, layers: Iterable[int] | None = 
     so the frames come out together at the end; memory: the writer factors of the source
     layers (the size of their W_O) and one reader layer.
     """
-    n_layers = weights.n_layers(model, adapter)
+    n_layers = params.n_layers(model, adapter)
     sources = _sources(layers, n_layers)
     writers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     parts: dict[int, list[pl.DataFrame]] = {src: [] for src in sources}
@@ -163,7 +163,7 @@ def ov_to_mlp_topk(model, adapter: Adapter, k: int, *, layers: Iterable[int] | N
     and, for gated MLPs, ``ov_to_mlp_gate``. MoE models yield nothing."""
     if not factors.has_neurons(adapter):
         return
-    n_layers = weights.n_layers(model, adapter)
+    n_layers = params.n_layers(model, adapter)
     first = 1 if folding.parallel_residual(model) else 0
     for src in range(n_layers) if layers is None else layers:
         if src + first >= n_layers:
@@ -202,7 +202,7 @@ def mlp_to_head_topk(model, adapter: Adapter, k: int, *, layers: Iterable[int] |
     """
     if not factors.has_neurons(adapter):
         return
-    n_layers = weights.n_layers(model, adapter)
+    n_layers = params.n_layers(model, adapter)
     sources = _sources(layers, n_layers)
     tops: dict[int, dict[str, TopK]] = {}
     rank = d_model = None

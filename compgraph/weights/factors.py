@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import torch
 
-from compgraph.models import weights
+from compgraph.models import params
 from compgraph.models.adapters.base import Adapter
 from compgraph.weights import folding
 
@@ -65,7 +65,7 @@ class FoldedAttention(NamedTuple):
 
 
 def folded_attention(model, adapter: Adapter, layer: int, dtype: torch.dtype = torch.float32) -> FoldedAttention:
-    attn = weights.attention(model, adapter, layer)
+    attn = params.attention(model, adapter, layer)
     read = folding.read_fold(model, adapter, layer, "attn")
     write = folding.write_fold(model, adapter, layer, "attn")
     q_fold, k_fold = folding.qk_folds(model, adapter, layer)
@@ -104,7 +104,7 @@ def head_readers(attn: FoldedAttention) -> dict[str, torch.Tensor]:
 
 def neuron_writes(model, adapter: Adapter, layer: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """[d_mlp, d_model]: each neuron's folded write direction."""
-    out = weights.mlp_out(model, adapter, layer).detach().to(dtype)
+    out = params.mlp_out(model, adapter, layer).detach().to(dtype)
     return folding.fold_write(out, folding.write_fold(model, adapter, layer, "mlp"), dim=1)
 
 
@@ -115,8 +115,8 @@ MLP_READS = ("in", "gate")
 def neuron_reads(model, adapter: Adapter, layer: int, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
     """``{"in": [d_mlp, d_model], "gate": ...}``: folded read directions (gate only if gated)."""
     fold = folding.read_fold(model, adapter, layer, "mlp")
-    reads = {"in": weights.mlp_in(model, adapter, layer)}
-    gate = weights.mlp_gate(model, adapter, layer)
+    reads = {"in": params.mlp_in(model, adapter, layer)}
+    gate = params.mlp_gate(model, adapter, layer)
     if gate is not None:
         reads["gate"] = gate
     return {via: folding.fold_read(w.detach().to(dtype), fold, dim=1) for via, w in reads.items()}

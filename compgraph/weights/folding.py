@@ -6,11 +6,11 @@ A read through a norm with gain ``g`` over ``d = d_model`` features sees
     RMSNorm:    y = g * x / rms(x)               ->   y @ W = (1/rms(x)) * x @ diag(g) @ W
 
 with ``C = I - 1 1^T / d`` the centring projection (row-vector convention, as in
-:mod:`compgraph.models.weights`). The *folded read* of a read matrix ``W`` [d_model, n] is
+:mod:`compgraph.models.params`). The *folded read* of a read matrix ``W`` [d_model, n] is
 ``C @ diag(g) @ W`` (LayerNorm) or ``diag(g) @ W`` (RMSNorm): gain first, then centring of
 each read direction. The scale ``1/std(x)`` (``1/rms(x)``) depends on the input and is left
 out, as are all biases: weights-based connections compare directions. Gemma's
-``norm_offset`` (gain = weight + 1) is applied by :func:`compgraph.models.weights.norm_gain`.
+``norm_offset`` (gain = weight + 1) is applied by :func:`compgraph.models.params.norm_gain`.
 
 A norm on a sublayer's *output* (Gemma 3's sandwich norms ``post_attention_layernorm`` /
 ``post_feedforward_layernorm``) folds into the write side the same way: the folded write
@@ -29,7 +29,7 @@ from typing import Literal, NamedTuple
 
 import torch
 
-from compgraph.models import weights
+from compgraph.models import params
 from compgraph.models.adapters.base import Adapter
 
 Site = Literal["attn", "mlp"]
@@ -71,7 +71,7 @@ def is_layernorm(module: torch.nn.Module) -> bool:
 
 def _layer_module(model, adapter: Adapter, layer: int, path: str) -> torch.nn.Module | None:
     try:
-        return weights.layer_module(model, adapter, layer, path)
+        return params.layer_module(model, adapter, layer, path)
     except AttributeError:
         return None
 
@@ -83,7 +83,7 @@ def norm_fold(model, adapter: Adapter, layer: int, path: str | None) -> Fold:
     module = _layer_module(model, adapter, layer, path)
     if module is None:
         return IDENTITY
-    gain = weights.norm_gain(model, adapter, path, layer)
+    gain = params.norm_gain(model, adapter, path, layer)
     return Fold(None if gain is None else gain.detach(), is_layernorm(module))
 
 

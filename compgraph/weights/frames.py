@@ -12,7 +12,7 @@ A connection frame has one row per (source component, target component, kind):
     baseline    float64  the score's mean for random Gaussian factors of the same shapes
                          (null for virtual weights): ``weight - baseline`` is the excess
 
-:func:`edges` turns it into ``CONNECTS`` edge rows (``src``, ``dst`` uids).
+The connections stage turns it into ``CONNECTS`` rows (:mod:`compgraph.stages.rows`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import polars as pl
 import torch
 
 from compgraph import schema
+from compgraph.errors import ConfigError
 
 
 Kind = schema.ConnectKind
@@ -99,7 +100,7 @@ class TopK:
 
     def __init__(self, n_rows: int, k: int, device: torch.device | str, dtype: torch.dtype) -> None:
         if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+            raise ConfigError(f"k must be >= 1, got {k}")
         self.k = k
         self.key = torch.full((n_rows, k), -1.0, device=device, dtype=dtype)  # -1: empty slot
         self.value = torch.zeros((n_rows, k), device=device, dtype=dtype)
@@ -130,26 +131,3 @@ class TopK:
         src = torch.arange(key.shape[0], device=key.device).unsqueeze(1).expand_as(key)
         keep = layer >= 0
         return frame(kind, src_layer, src[keep], layer[keep], index[keep], value[keep], baseline)
-
-
-def _uids(frame_: pl.DataFrame, side: str, kinds: pl.Series, model_name: str) -> pl.Series:
-    builders = {NEURON: schema.neuron_uid, HEAD: schema.head_uid}
-    component = kinds.replace_strict({str(k): ends[0 if side == "src" else 1] for k, ends in ENDPOINTS.items()})
-    keys = pl.DataFrame({"c": component, "l": frame_[f"{side}_layer"], "i": frame_[f"{side}_index"]})
-    distinct = keys.unique()
-    distinct = distinct.with_columns(uid=pl.Series([builders[c](model_name, l, i) for c, l, i in distinct.iter_rows()],
-                                                   dtype=pl.String))
-    return keys.join(distinct, on=["c", "l", "i"], how="left", maintain_order="left")["uid"]
-
-
-def edges(frame_: pl.DataFrame, model_name: str) -> pl.DataFrame:
-    """``CONNECTS`` rows: ``src``, ``dst`` (component uids from :mod:`compgraph.schema`),
-    ``kind``, ``weight``, ``baseline``."""
-    if frame_.is_empty():
-        return pl.DataFrame(schema={"src": pl.String, "dst": pl.String, "kind": pl.String,
-                                    "weight": pl.Float64, "baseline": pl.Float64})
-    return pl.DataFrame({
-        "src": _uids(frame_, "src", frame_["kind"], model_name),
-        "dst": _uids(frame_, "dst", frame_["kind"], model_name),
-        "kind": frame_["kind"], "weight": frame_["weight"], "baseline": frame_["baseline"],
-    })

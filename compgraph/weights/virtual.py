@@ -26,7 +26,7 @@ from typing import Iterable, Iterator
 import polars as pl
 import torch
 
-from compgraph.models import weights
+from compgraph.models import params
 from compgraph.models.adapters.base import Adapter
 from compgraph.weights import factors
 from compgraph.weights.frames import Kind, Scratch, TopK, empty
@@ -46,7 +46,7 @@ def virtual_topk(model, adapter: Adapter, k: int, *, layers: Iterable[int] | Non
     """
     if not factors.has_neurons(adapter):
         return
-    n_layers = weights.n_layers(model, adapter)
+    n_layers = params.n_layers(model, adapter)
     for src in range(n_layers) if layers is None else layers:
         if src >= n_layers - 1:
             yield src, empty()
