@@ -1,4 +1,8 @@
-"""``compgraph ingest``: plan the requested stages for a model and run them.
+"""Ingest from Python: plan the requested stages for a model and run them.
+
+    from compgraph.ingest import IngestConfig, ingest
+    with compgraph.open_store("./compgraph-kb") as store:
+        ingest(store, IngestConfig.of("packaged:smollm2", extract=("neurons",), max_tokens=4096))
 
 A thin layer over the job engine (:mod:`compgraph.engine`): :func:`plan` checks every
 option, the model's files and config, and computes run identities, without weights
@@ -7,15 +11,16 @@ or a store; :func:`ingest` plans and runs.
 
 from __future__ import annotations
 
-from compgraph.config import IngestConfig
-from compgraph.engine.runner import JobPlan, JobReport, plan_job, run_job
-from compgraph.engine.stage import Progress, no_progress
+from compgraph.engine.context import Progress, no_progress
+from compgraph.engine.job import IngestConfig, JobPlan, plan_job
+from compgraph.engine.runner import JobReport, run_job
 from compgraph.store.base import GraphStore
 
 __all__ = ["IngestConfig", "JobPlan", "JobReport", "ingest", "plan"]
 
 
 def plan(cfg: IngestConfig, *, loaded=None) -> JobPlan:
+    """Plan a job (every check that needs neither weights nor a store)."""
     return plan_job(cfg, loaded=loaded)
 
 

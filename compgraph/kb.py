@@ -31,18 +31,14 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from compgraph.store.base import GraphStore
 
-UID, MODEL, LAYER, INDEX, HEAD, KV_HEAD, EXPERT, RANK = (str(p) for p in (  # plain str: polars reads StrEnum as Enum
-    schema.Prop.UID, schema.Prop.MODEL, schema.Prop.LAYER, schema.Prop.INDEX, schema.Prop.HEAD, schema.Prop.KV_HEAD,
-    schema.Prop.EXPERT, schema.Prop.RANK))
-
-# Property names the stages write (compgraph/effects/stage.py, compgraph/weights/frames.py)
-# that schema.Prop does not spell yet; the relationship keys come from schema itself.
-METHOD, ABLATION, DIRECTION, METRIC = schema.AFFECTS.key
-_, TASK, INPUT = schema.CAUSES.key
-(KIND,) = schema.CONNECTS.key
-EFFECT, EFFECT_NORM, N_EXAMPLES = "effect", "effect_norm", "n_examples"
-SCORE, WEIGHT, LEVEL = "score", "weight", "level"
-CURVE_PROPS = ("cpr", "cmd")
+P = schema.Prop
+(UID, MODEL, LAYER, INDEX, HEAD, KV_HEAD, EXPERT, RANK, METHOD, ABLATION, DIRECTION, METRIC, TASK, INPUT, KIND,
+ EFFECT, EFFECT_NORM, N_EXAMPLES, SCORE, WEIGHT, LEVEL, SIZE, FAITHFULNESS, METRIC_FULL, METRIC_EMPTY,
+ METRIC_CIRCUIT) = (str(p) for p in (  # plain str: polars reads StrEnum values as Enum
+    P.UID, P.MODEL, P.LAYER, P.INDEX, P.HEAD, P.KV_HEAD, P.EXPERT, P.RANK, P.METHOD, P.ABLATION, P.DIRECTION,
+    P.METRIC, P.TASK, P.INPUT, P.KIND, P.EFFECT, P.EFFECT_NORM, P.N_EXAMPLES, P.SCORE, P.WEIGHT, P.LEVEL, P.SIZE,
+    P.FAITHFULNESS, P.METRIC_FULL, P.METRIC_EMPTY, P.METRIC_CIRCUIT))
+CURVE_PROPS = (str(P.CPR), str(P.CMD))
 
 COMPONENT_KINDS: dict[str, schema.NodeKind] = {
     k.name.lower(): k for k in (schema.NEURON, schema.HEAD, schema.EXPERT, schema.FEATURE, schema.SITE)}
@@ -64,8 +60,8 @@ EFFECT_COLUMNS = {"component": pl.String, **DESCRIBE, EFFECT: pl.Float64, EFFECT
                   METHOD: pl.String, ABLATION: pl.String, DIRECTION: pl.String, METRIC: pl.String,
                   N_EXAMPLES: pl.Int64}
 CIRCUIT_COLUMNS = {UID: pl.String, TASK: pl.String, LEVEL: pl.String, METHOD: pl.String, ABLATION: pl.String,
-                   "size": pl.Int64, "faithfulness": pl.Float64, "metric_full": pl.Float64,
-                   "metric_empty": pl.Float64, "metric_circuit": pl.Float64}
+                   SIZE: pl.Int64, FAITHFULNESS: pl.Float64, METRIC_FULL: pl.Float64,
+                   METRIC_EMPTY: pl.Float64, METRIC_CIRCUIT: pl.Float64}
 MEMBER_COLUMNS = {"circuit": pl.String, TASK: pl.String, LEVEL: pl.String, METHOD: pl.String,
                   "component": pl.String, **DESCRIBE, SCORE: pl.Float64, RANK: pl.Int64}
 GRAPH_EDGE_COLUMNS = {"src": pl.String, "dst": pl.String, "rel": pl.String, WEIGHT: pl.Float64,

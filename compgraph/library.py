@@ -1,4 +1,4 @@
-"""The named Cypher library (``queries/*.cypher``) and the shipped data (``ingest/``).
+"""The named Cypher library (``queries/*.cypher``).
 
 Each query file starts with comment lines::
 
@@ -7,8 +7,8 @@ Each query file starts with comment lines::
     // returns: model, layer, head, score
     // <free text describing it>
 
-In a checkout the folders are read from the repository root; an installed wheel
-carries them in ``compgraph/_data``.
+The folder is found by :func:`compgraph.data.shipped.data_dir` (the checkout's
+``queries/``, or the installed wheel's copy).
 """
 
 from __future__ import annotations
@@ -17,18 +17,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from compgraph.data.shipped import data_dir
 from compgraph.errors import ConfigError
 
-_PACKAGE = Path(__file__).resolve().parent
 _HEADER = re.compile(r"^//\s*(\w+):\s*(.*)$")
-
-
-def data_dir(name: str) -> Path:
-    """``queries`` or ``ingest``: from the checkout, else from the installed package."""
-    for candidate in (_PACKAGE.parent / name, _PACKAGE / "_data" / name):
-        if candidate.is_dir():
-            return candidate
-    raise ConfigError(f"compgraph's {name}/ folder is missing from this installation")
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,9 @@ from decimal import Decimal
 from typing import IO, Any, Iterable
 
 FORMATS = ("table", "csv", "json")
+"""The formats of rows (``compgraph query``, ``runs``)."""
+REPORT_FORMATS = ("table", "json")
+"""The formats of a command whose result is one document rather than rows (``info``, ``analyse``)."""
 TABLE_LIMIT = 100
 """Rows a table shows unless ``--limit`` says otherwise (csv and json show every row)."""
 

@@ -7,22 +7,47 @@ corpus tokenized once, and only when a stage has a shard left to compute.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from compgraph import schema
-from compgraph.engine.stage import ModelInfo, Progress, no_progress
+from compgraph.data.corpus import resolve_corpus
+from compgraph.data.tokens import TokenStream
+from compgraph.options import Options, option
+from compgraph.errors import ConfigError
+from compgraph.models import loading
+from compgraph.models.info import ModelInfo
+
+Progress = Callable[[str, int], Callable[[], None]]
+"""``progress(label, total)`` returns a callable that advances that bar by one."""
+
+
+def no_progress(label: str, total: int) -> Callable[[], None]:
+    return lambda: None
+
+
+DEVICES = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True, kw_only=True)
-class Execution:
+class Execution(Options):
     """Settings that change how fast a job runs, never what it writes."""
 
-    device: str = "auto"
-    dtype: str = "auto"
-    batch_size: int = 8
-    memory_gb: float = 2.0
+    device: str = option("auto", "auto, cpu, cuda or cuda:N.")
+    """auto (cuda when available), cpu, cuda or cuda:N."""
+    dtype: str = option("auto", "auto, float32, bfloat16 or float16.", choices=DTYPES)
+    """auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16 or float16."""
+    batch_size: int = option(8, "Sequences per forward pass.", minimum=1)
+    """Sequences per forward pass."""
+    memory_gb: float = option(2.0, "Budget for statistics accumulators (layers are grouped to fit).", positive=True)
     """Budget for per-layer accumulators: activation statistics group layers to fit it."""
+
+    def __post_init__(self) -> None:
+        if not DEVICES.match(str(self.device)):
+            raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, not {self.device!r}")
+        super().__post_init__()
 
 
 @dataclass
@@ -39,8 +64,6 @@ class StageContext:
     def model(self):
         """The LoadedModel (model, tokenizer, adapter), loading the weights on first call."""
         if self.loaded is None:
-            from compgraph.models import loading
-
             self.loaded = loading.load(self.info.spec, device=self.execution.device, dtype=self.execution.dtype)
         return self.loaded
 
@@ -65,13 +88,10 @@ class StageContext:
         return set(self.model().tokenizer.all_special_ids)
 
     # ---- the corpus -----------------------------------------------------------------------
-    def tokens(self, *, seq_len: int, max_tokens: int | None):
-        """The corpus as a :class:`~compgraph.extract.data.TokenStream` (built once per shape)."""
+    def tokens(self, *, seq_len: int, max_tokens: int | None) -> TokenStream:
+        """The corpus as a :class:`~compgraph.data.tokens.TokenStream` (built once per shape)."""
         key = (seq_len, max_tokens)
         if key not in self._streams:
-            from compgraph.corpus import resolve_corpus
-            from compgraph.extract.data import TokenStream
-
             corpus = resolve_corpus(self.corpus_spec)
             self._streams[key] = TokenStream(self.model().tokenizer, corpus.documents(), seq_len=seq_len,
                                              max_tokens=max_tokens)

@@ -11,30 +11,36 @@ before it plans a job::
 
     class MyStage(Stage):
         name, version = "mystage", 1
-        def shards(self, info, config): return [f"L{layer}" for layer in range(info.n_layers)]
+        def shards(self, info, config, execution): return [f"L{layer}" for layer in range(info.n_layers)]
         def run(self, ctx, config, shard): return Frames()
 
     register(MyStage())
+
+The options of every registered stage (its ``Config`` fields) form the job's option table
+(:func:`options`): ``compgraph ingest`` offers each as a flag.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
+from typing import NamedTuple
 
+from compgraph import options as opts
 from compgraph.engine.stage import Stage
-from compgraph.errors import ConfigError
+from compgraph.errors import ConfigError, RegistryError
 
 ENV_STAGES = "COMPGRAPH_STAGES"
 
 _BUILTIN = (
-    "compgraph.extract.tokens",
-    "compgraph.extract.neurons",
-    "compgraph.dictionaries.features",
-    "compgraph.extract.heads",
-    "compgraph.extract.experts",
-    "compgraph.weights.stage",
-    "compgraph.effects.stage",
+    "compgraph.stages.tokens",
+    "compgraph.stages.neurons",
+    "compgraph.stages.features",
+    "compgraph.stages.heads",
+    "compgraph.stages.experts",
+    "compgraph.stages.connections",
+    "compgraph.stages.effects",
 )
 _STAGES: dict[str, Stage] = {}
 _loaded = False
@@ -43,9 +49,9 @@ _loaded = False
 def register(stage: Stage) -> Stage:
     """Add a stage; a second stage with the same name is refused."""
     if not getattr(stage, "name", None) or not isinstance(getattr(stage, "version", None), int):
-        raise ValueError(f"{type(stage).__name__} needs a name and an integer version")
+        raise RegistryError(f"{type(stage).__name__} needs a name and an integer version")
     if stage.name in _STAGES and _STAGES[stage.name] is not stage:
-        raise ValueError(f"a stage named {stage.name!r} is already registered")
+        raise RegistryError(f"a stage named {stage.name!r} is already registered")
     _STAGES[stage.name] = stage
     return stage
 
@@ -111,3 +117,31 @@ def plan(names: list[str] | tuple[str, ...]) -> list[Stage]:
         if name in wanted:
             place(name)
     return ordered
+
+
+class StageOption(NamedTuple):
+    """One option of the job's table: the config class declaring it, its field and declaration."""
+
+    owner: type
+    field: dataclasses.Field
+    option: opts.Option
+
+    @property
+    def default(self):
+        return self.field.default
+
+
+def options() -> dict[str, StageOption]:
+    """Every stage option by field name, in stage order: the first stage declaring a name
+    owns it; another stage may take it only through the same declaration (a shared
+    config base class), never with a default or help of its own."""
+    table: dict[str, StageOption] = {}
+    for stage in stages().values():
+        for field, declared in opts.declared(stage.Config):
+            known = table.get(field.name)
+            if known is None:
+                table[field.name] = StageOption(stage.Config, field, declared)
+            elif known.field is not field and (known.option, known.default) != (declared, field.default):
+                raise RegistryError(f"stage {stage.name!r} declares option {field.name!r} differently from "
+                                    f"{known.owner.__name__}: share one declaration (a common config base class)")
+    return table

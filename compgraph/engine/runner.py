@@ -17,8 +17,8 @@ stage it
    shards and writing them (``compute_seconds``, ``write_seconds``).
 
 So the graph always equals a clean run of the latest configuration of each stage.
-Planning (:func:`plan_job`) reads only configs and file digests: every option is
-checked before a store is opened.
+Planning (:func:`compgraph.engine.job.plan_job`) reads only configs and file digests:
+every option is checked before a store is opened.
 """
 
 from __future__ import annotations
@@ -26,44 +26,19 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
 
 import polars as pl
 
 from compgraph import __version__, schema
-from compgraph.config import IngestConfig
-from compgraph.engine import identity, registry
-from compgraph.engine.context import Execution, StageContext
-from compgraph.engine.stage import Frames, ModelInfo, Progress, Stage, no_progress
-from compgraph.errors import ConfigError
+from compgraph.engine import identity
+from compgraph.engine.context import Progress, StageContext, no_progress
+from compgraph.engine.job import JobPlan, StagePlan
+from compgraph.engine.stage import Frames
 from compgraph.store.base import GraphStore
 
 P = schema.Prop
 _EDGES = "@edges"  # key of the edge types in a run's ``wrote`` record
-
-
-@dataclass(frozen=True)
-class StagePlan:
-    stage: Stage
-    config: Any
-    run: str
-    inputs: dict[str, str]
-    skip: str | None = None
-    scope: str = ""
-
-    @property
-    def label(self) -> str:
-        return f"{self.stage.name}/{self.scope}" if self.scope else self.stage.name
-
-
-@dataclass(frozen=True)
-class JobPlan:
-    options: IngestConfig
-    info: ModelInfo
-    stages: list[StagePlan]
-    execution: Execution
-    weights_digest: str
 
 
 @dataclass
@@ -90,74 +65,13 @@ def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
-# ---- planning ------------------------------------------------------------------------------
-
-def model_info(name: str, spec: str, config, adapter) -> ModelInfo:
-    from compgraph.models import weights
-
-    n_heads, n_kv, d_head = weights.head_dims(config)
-    return ModelInfo(
-        name=name, spec=spec, architecture=adapter.name, model_type=config.model_type,
-        n_layers=config.num_hidden_layers, d_model=config.hidden_size, n_heads=n_heads, n_kv_heads=n_kv,
-        d_head=d_head,
-        d_mlp=getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * config.hidden_size,
-        n_experts=getattr(config, "num_local_experts", None) or getattr(config, "num_experts", None) or 0,
-        vocab_size=config.vocab_size, is_moe=adapter.is_moe, causal=adapter.causal,
-    )
-
-
-def stage_config(stage: Stage, options: IngestConfig) -> Any:
-    """The stage's Config with each field taken from the job option of the same name."""
-    names = IngestConfig.option_names()
-    values = {}
-    for f in fields(stage.Config):
-        if f.name not in names:
-            raise ConfigError(f"stage {stage.name!r} wants option {f.name!r}, which ingest does not have")
-        values[f.name] = options.option(f.name)
-    return stage.Config(**values)
-
-
-def plan_job(options: IngestConfig, *, loaded=None) -> JobPlan:
-    """Everything checkable without weights or a store: the model's files and config,
-    the stages and their configs, input digests and run identities."""
-    from compgraph.models import loading
-
-    if loaded is not None:
-        source, config, adapter = loaded.source, loaded.model.config, loaded.adapter
-    else:
-        source, config, adapter = loading.inspect(options.model)
-        loading.pick_device(options.device)
-    name = options.name or source.default_name
-    info = model_info(name, options.model, config, adapter)
-    stages = registry.plan(options.extract)
-    unknown = [f for f in options.force if f not in {s.name for s in stages}]
-    if unknown:
-        raise ConfigError(f"--force names stage(s) not in this job: {', '.join(unknown)}")
-    digests = {"weights": identity.files_digest(identity.model_files(source.location, source.gguf_file))}
-    if any("corpus" in s.inputs for s in stages):
-        from compgraph.corpus import resolve_corpus
-
-        digests["corpus"] = resolve_corpus(options.corpus).digest()
-    planned = []
-    for stage in stages:
-        reason = stage.skip_reason(info)
-        for scope, config in stage.instances(stage_config(stage, options)):
-            if reason is None:
-                stage.validate(info, config)
-            inputs = {**{k: digests[k] for k in stage.inputs if k in digests}, **stage.digests(config)}
-            label = f"{stage.name}/{scope}" if scope else stage.name
-            uid = schema.run_uid(name, label, identity.identity_hash(
-                model=name, stage=stage.name, version=stage.version, config=config, inputs=inputs))
-            planned.append(StagePlan(stage, config, uid, inputs, reason, scope))
-    execution = Execution(device=options.device, dtype=options.dtype, batch_size=options.batch_size,
-                          memory_gb=options.memory_gb)
-    return JobPlan(options, info, planned, execution, digests["weights"])
-
-
 # ---- running ---------------------------------------------------------------------------------
 
 def run_job(store: GraphStore, plan: JobPlan, *, loaded=None, progress: Progress = no_progress) -> JobReport:
-    ctx = StageContext(plan.info, plan.execution, corpus_spec=plan.options.corpus, progress=progress, loaded=loaded)
+    """Run a planned job against ``store`` (module docstring); ``loaded``: a LoadedModel
+    already in memory."""
+    ctx = StageContext(plan.info, plan.execution, corpus_spec=plan.options.option("corpus", None), progress=progress,
+                       loaded=loaded)
     reports = []
     try:
         runs = [None if step.skip else _StageRun(store, ctx, step, forced=step.stage.name in plan.options.force)
@@ -186,10 +100,10 @@ def run_job(store: GraphStore, plan: JobPlan, *, loaded=None, progress: Progress
 def _write_model(store: GraphStore, ctx: StageContext, plan: JobPlan) -> None:
     info = ctx.info
     store.merge_nodes(schema.MODEL, pl.DataFrame([{
-        "uid": schema.model_uid(info.name), "name": info.name, "source": info.spec,
-        "architecture": info.architecture, "model_type": info.model_type, "n_layers": info.n_layers,
-        "d_model": info.d_model, "n_heads": info.n_heads, "n_kv_heads": info.n_kv_heads, "d_head": info.d_head,
-        "d_mlp": info.d_mlp, "n_experts": info.n_experts, "vocab_size": info.vocab_size,
+        P.UID: schema.model_uid(info.name), P.NAME: info.name, P.SOURCE: info.spec,
+        P.ARCHITECTURE: info.architecture, P.MODEL_TYPE: info.model_type, P.N_LAYERS: info.n_layers,
+        P.D_MODEL: info.d_model, P.N_HEADS: info.n_heads, P.N_KV_HEADS: info.n_kv_heads, P.D_HEAD: info.d_head,
+        P.D_MLP: info.d_mlp, P.N_EXPERTS: info.n_experts, P.VOCAB_SIZE: info.vocab_size,
         P.N_TOKENS: ctx.n_tokens, P.TOKENIZER: ctx.tokenizer_id, P.WEIGHTS_DIGEST: plan.weights_digest,
     }]))
 

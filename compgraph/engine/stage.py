@@ -5,9 +5,12 @@ instance (:mod:`compgraph.engine.registry`). It declares
 
 - ``name`` and ``version`` (an integer bumped whenever its output changes: the
   next ingest recomputes that stage, and only that stage);
-- ``Config``: a frozen, kw-only dataclass of the options that change its output
-  (fields are filled from the job options of the same name; device and batch size
-  are execution settings, never part of a config);
+- ``Config``: a frozen, kw-only dataclass of the options that change its output, each
+  field declared with :func:`~compgraph.options.option` (default, help, flag,
+  checks): the CLI's flags and the job's option table derive from it (device and batch
+  size are execution settings, never part of a config);
+- ``trigger`` (optional): an option whose non-empty value adds the stage to a job
+  (``--tasks`` adds ``effects``);
 - ``inputs``: which input digests identify its runs (``weights``, ``corpus``, ...);
 - ``requires``: stages whose output it needs in the store first (``tokens``);
 - :meth:`Stage.shards`: the shard keys it plans for a model (plain strings);
@@ -25,21 +28,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable
+from typing import Any, ClassVar, Iterable
 
 import polars as pl
 
+from compgraph.engine.context import Execution, StageContext
+from compgraph.options import Options, option
+from compgraph.errors import ConfigError
+from compgraph.models.info import ModelInfo
 from compgraph.schema import NodeKind, RelKind
-
-if TYPE_CHECKING:
-    from compgraph.engine.context import StageContext
-
-Progress = Callable[[str, int], Callable[[], None]]
-"""``progress(label, total)`` returns a callable that advances that bar by one."""
-
-
-def no_progress(label: str, total: int) -> Callable[[], None]:
-    return lambda: None
 
 
 @dataclass(frozen=True)
@@ -67,55 +64,30 @@ class Frames:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ModelInfo:
-    """What planning needs to know about a model, read from its config (no weights)."""
-
-    name: str
-    """The :Model node's name (``--name``)."""
-    spec: str
-    """What the user gave as MODEL."""
-    architecture: str
-    """The adapter's family name."""
-    model_type: str
-    n_layers: int
-    d_model: int
-    n_heads: int
-    n_kv_heads: int
-    d_head: int
-    d_mlp: int
-    n_experts: int
-    vocab_size: int
-    """Rows of the embedding matrix (may exceed the tokenizer's ids: padded vocabularies)."""
-    is_moe: bool
-    causal: bool
-
-    def layer_groups(self, per_group: int) -> list[tuple[int, int]]:
-        """Consecutive (first, last) layer ranges of at most ``per_group`` layers."""
-        per_group = max(1, per_group)
-        return [(a, min(a + per_group, self.n_layers) - 1) for a in range(0, self.n_layers, per_group)]
-
-
-@dataclass(frozen=True)
-class NoConfig:
+class NoConfig(Options):
     """A stage whose output depends on its inputs only."""
 
 
 @dataclass(frozen=True, kw_only=True)
-class CorpusConfig:
+class CorpusConfig(Options):
     """The options of every stage that reads the corpus."""
 
-    corpus: str | None
-    """The corpus spec (see :mod:`compgraph.corpus`)."""
-    seq_len: int
+    corpus: str | None = option(None, "packaged:pile, a .txt/.jsonl/.parquet file, or a cached dataset id "
+                                      "[default: a small shipped sample].", metavar="SPEC", show_default=False)
+    """The corpus spec (see :mod:`compgraph.data.corpus`)."""
+    seq_len: int = option(128, "Tokens per corpus sequence.", minimum=8)
     """Tokens per corpus row."""
-    max_tokens: int | None
-    """Corpus tokens read at most."""
+    max_tokens: int | None = option(None, "Read at most this many corpus tokens.", minimum=1)
+    """Corpus tokens read at most (None: all of them)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.max_tokens is not None and self.max_tokens < self.seq_len:
+            raise ConfigError("--max-tokens must be at least --seq-len")
 
 
 def check_top_k(info: ModelInfo, top_k: int) -> None:
     """A top-k of tokens must fit the vocabulary."""
-    from compgraph.errors import ConfigError
-
     if top_k > info.vocab_size:
         raise ConfigError(f"--top-k {top_k} exceeds the vocabulary ({info.vocab_size} tokens)")
 
@@ -126,6 +98,8 @@ class Stage(ABC):
     name: ClassVar[str]
     version: ClassVar[int]
     Config: ClassVar[type] = NoConfig
+    trigger: ClassVar[str | None] = None
+    """An option whose non-empty value adds this stage to a job (None: only ``--extract`` does)."""
     inputs: ClassVar[tuple[str, ...]] = ("weights",)
     requires: ClassVar[tuple[str, ...]] = ()
     description: ClassVar[str] = ""
@@ -154,16 +128,16 @@ class Stage(ABC):
         """Refuse a config that cannot work for this model (raise ConfigError) before
         anything is loaded or written."""
 
-    def check_inputs(self, ctx: "StageContext", config: Any) -> None:
+    def check_inputs(self, ctx: StageContext, config: Any) -> None:
         """Checks that need the loaded model or tokenizer (a task's answers being single
         tokens, a dictionary's width); the runner calls them for every stage with work to
         do before the job writes anything."""
 
     @abstractmethod
-    def shards(self, info: ModelInfo, config: Any, execution: Any) -> list[str]:
+    def shards(self, info: ModelInfo, config: Any, execution: Execution) -> list[str]:
         """The shard keys for this model, in the order they run (``execution``: the job's
         :class:`~compgraph.engine.context.Execution`, for stages that size shards to memory)."""
 
     @abstractmethod
-    def run(self, ctx: "StageContext", config: Any, shard: str) -> Frames:
+    def run(self, ctx: StageContext, config: Any, shard: str) -> Frames:
         """Compute one shard."""

@@ -32,17 +32,34 @@ from typing import Any, Collection, Literal, NamedTuple, Protocol, runtime_check
 import polars as pl
 
 from compgraph import schema
-from compgraph.errors import ConfigError, MissingEndpointError
+from compgraph.errors import ConfigError, MissingEndpointError, SchemaVersionError
 from compgraph.schema import NodeKind, RelKind
 from compgraph.store import cypher
 from compgraph.store.rows import EdgeRow, EdgeRows, NodeRow, Records, chunks, edge_rows, node_rows, to_frame
-from compgraph.store.summary import checked_schema_version
 
 OnMissing = Literal["error", "skip"]
 Filter = dict[str, Any]
 
 DEFAULT_BATCH = 10_000
 LOOKUP_BATCH = 10_000
+
+
+def checked_schema_version(location: str, value: Any) -> int | None:
+    """The schema version a store records (None: none recorded), refusing a value that is
+    not an integer and one newer than this code knows, before anything is written."""
+    if value is None:
+        return None
+    whole = type(value) is int or (type(value) is float and value.is_integer())
+    if not whole:
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise SchemaVersionError(
+            f"store at {location} records schema version {shown}, which is not an integer: "
+            "it was not written by compgraph, or it is damaged")
+    if int(value) > schema.SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"store at {location} has schema version {int(value)}; this compgraph "
+            f"knows up to {schema.SCHEMA_VERSION}: upgrade compgraph")
+    return int(value)
 
 
 @dataclass(frozen=True)

@@ -38,9 +38,8 @@ from compgraph.errors import (
     StoreUnavailable,
 )
 from compgraph.store import cypher
-from compgraph.store.base import BaseStore
+from compgraph.store.base import BaseStore, checked_schema_version
 from compgraph.store.rows import Records, node_value, path_value, relationship_value, statement_writes
-from compgraph.store.summary import checked_schema_version
 
 BOLT_SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")
 _READ_ONLY = "this statement writes; pass --write (write=True) to allow it"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+from compgraph.errors import QueryError
 from compgraph.schema import INDEXED, META, UNIQUE_KEY_LABELS, NodeKind, RelKind
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -16,7 +17,7 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 def ident(name: str) -> str:
     """Return ``name`` if it is a plain identifier, else raise (never splice user text)."""
     if not _IDENT.match(name):
-        raise ValueError(f"not a plain identifier: {name!r}")
+        raise QueryError(f"not a plain identifier: {name!r}")
     return name
 
 

@@ -34,7 +34,7 @@ from compgraph import schema
 from compgraph.errors import QueryError, ReadOnlyViolation, StoreError, StoreNotFound, StoreUnavailable
 from compgraph.schema import NodeKind, RelKind
 from compgraph.store import cypher
-from compgraph.store.base import LOOKUP_BATCH, BaseStore
+from compgraph.store.base import LOOKUP_BATCH, BaseStore, checked_schema_version
 from compgraph.store.rows import (
     EdgeRow,
     NodeRow,
@@ -46,7 +46,6 @@ from compgraph.store.rows import (
     relationship_value,
     statement_writes,
 )
-from compgraph.store.summary import checked_schema_version
 
 DEFAULT_PATH = "./compgraph-kb"
 

@@ -1,0 +1,5 @@
+"""``python -m compgraph.cli``: the ``compgraph`` command."""
+
+from compgraph.cli.main import main
+
+main()

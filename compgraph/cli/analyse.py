@@ -1,0 +1,340 @@
+"""``compgraph analyse``: the analyses of :mod:`compgraph.analysis` over an ingested model.
+
+Subcommands (every one takes ``--model`` (required), ``--format table|json``, ``--out DIR``
+(figures and pages written there, their paths on stderr), ``--store`` and ``--database``):
+
+- ``modularity``: for the weights-based graph (``CONNECTS``) and the causal graph
+  (``CAUSES``, all tasks; ``--method`` keeps one attribution method), each restricted to
+  the components with at least one such edge: one row each with nodes, edges,
+  communities, the largest community's size, Q, the null model's mean and std, z and
+  the number of null samples. ``--write-back`` stores each component's community as
+  ``community_connects`` / ``community_causes``. ``--out``: ``communities_<rel>.png``.
+- ``degrees``: the same two graphs: nodes, edges, mean and max degree, and the
+  power-law fit of the degrees. ``--out``: ``degrees_<rel>.png``.
+- ``overlap``: two tasks' circuits (``--tasks A,B``, at ``--level`` and ``--method``):
+  one row for all members, then one per kind and one per layer (``group_by``,
+  ``group``, counts and measures as :func:`compgraph.analysis.overlap.overlap`).
+  ``--out``: ``overlap_by_layer.png`` and ``circuit_<task>.html`` for each.
+- ``reuse``: every task with a circuit at ``--level``/``--method`` (or ``--tasks``):
+  the overlap matrix (``--measure``), the reuse counts, and the stratified permutation
+  test. Tables, or one JSON object ``{"matrix", "reuse", "test"}``.
+  ``--out``: ``reuse_heatmap.png``.
+
+Graphs and circuits come from :class:`compgraph.kb.KB`; the analyses are the pure
+functions of :mod:`compgraph.analysis`; the only write (``--write-back``) is this
+command's (:func:`write_communities`). Heavy imports happen inside the commands.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from pathlib import Path
+from typing import Iterator
+
+import click
+
+from compgraph import schema
+from compgraph.cli.common import emit, handle_errors, require_model, split, store_options
+from compgraph.errors import ConfigError
+from compgraph.render import REPORT_FORMATS
+
+GRAPHS = (str(schema.Rel.CONNECTS), str(schema.Rel.CAUSES))
+"""The relationships whose component graphs ``modularity`` and ``degrees`` analyse."""
+
+
+# ---- shared options and helpers ---------------------------------------------------------------
+
+def _common(fn):
+    """--model, --format, --out, --store, --database, and compgraph's errors as one line."""
+    fn = handle_errors(fn)
+    fn = store_options(fn)
+    fn = click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
+                      help="Write the figures (and circuit pages) into DIR.")(fn)
+    fn = click.option("--format", "fmt", type=click.Choice(REPORT_FORMATS), default="table",
+                      show_default=True)(fn)
+    fn = click.option("--model", required=True, help="The model's name in the store.")(fn)
+    return fn
+
+
+def _circuit_options(fn):
+    fn = click.option("--method", default="activation", show_default=True,
+                      help="The circuits' method (activation, attribution, eap-ig).")(fn)
+    fn = click.option("--level", type=click.Choice(["node", "edge"]), default="node", show_default=True,
+                      help="Node circuits or edge circuits.")(fn)
+    return fn
+
+
+@contextlib.contextmanager
+def _kb(store, database, model: str) -> Iterator:
+    """The knowledge base over an existing store, refusing a model it does not hold."""
+    from compgraph import kb as kb_module
+
+    with kb_module.open(store, database=database) as kb:
+        require_model(kb.store, model)
+        yield kb
+
+
+def _graphs(kb, model: str, method: str | None) -> Iterator[tuple[str, object]]:
+    for rel in GRAPHS:
+        yield rel, kb.component_graph(model, edges=(rel,), method=method, isolates=False)
+
+
+def _wrote(path: Path) -> None:
+    click.echo(f"wrote {path}", err=True)
+
+
+def _file_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
+def _held(kb, model: str) -> str:
+    held = kb.circuits(model).select("task", "level", "method").unique().sort("task", "level", "method").rows()
+    return ", ".join(f"{t} ({lv}, {m})" for t, lv, m in held) or "none"
+
+
+def _circuits(kb, model: str, tasks: list[str] | None, level: str, method: str | None) -> dict:
+    """Task -> its circuit's members (all tasks with a circuit at level/method when None)."""
+    import polars as pl
+
+    members = kb.circuit_members(model, level=level, method=method)
+    found = sorted(members["task"].unique().drop_nulls().to_list())
+    tasks = found if tasks is None else tasks
+    missing = [t for t in tasks if t not in found]
+    if missing:
+        raise ConfigError(f"no {level} circuit by {method} of {model} for task(s) {', '.join(missing)}; "
+                          f"circuits held (task, level, method): {_held(kb, model)}")
+    return {t: members.filter(pl.col("task") == t) for t in tasks}
+
+
+@click.group("analyse")
+def analyse() -> None:
+    """Analyses of an ingested model: communities, degrees, circuit overlap and reuse."""
+
+
+# ---- modularity ----------------------------------------------------------------------------------
+
+def write_communities(store, partition: dict, graph: str, *, model: str | None = None):
+    """Set ``community_<graph>`` (:func:`compgraph.schema.community_prop`: the label) on each
+    component named in ``partition`` (by uid), through the store's node merge; every uid must
+    already be a component (nothing is written otherwise). With ``model``, the property is
+    first removed from that model's other components, so none keeps a label from an earlier
+    partition. Returns the store's WriteResult."""
+    import polars as pl
+
+    if not re.fullmatch(r"[A-Za-z0-9_]+", graph):
+        raise ConfigError(f"community name must be letters, digits and '_', not {graph!r}")
+    prop = schema.community_prop(graph)
+    uids = [str(node) for node in partition]
+    P = schema.Prop
+    found = set(store.nodes(schema.COMPONENT, uids=uids).get_column(P.UID).to_list()) if uids else set()
+    missing = [u for u in uids if u not in found]
+    if missing:
+        raise ConfigError(f"{len(missing)} node(s) of the partition are not components in the store, "
+                          f"e.g. {', '.join(missing[:3])}; nothing was written")
+    if model is not None:
+        store.remove_properties(schema.COMPONENT, [prop], where={str(P.MODEL): model})
+    frame = pl.DataFrame({P.UID: uids, prop: [int(partition[n]) for n in partition]},
+                         schema={P.UID: pl.String, prop: pl.Int64})
+    return store.merge_nodes(schema.COMPONENT, frame)
+
+
+def _modularity_row(rel: str, G, partition: dict, null: dict) -> dict:
+    sizes = {}
+    for label in partition.values():
+        sizes[label] = sizes.get(label, 0) + 1
+    return {"graph": rel, "nodes": G.number_of_nodes(), "edges": G.number_of_edges(), "communities": len(sizes),
+            "largest": max(sizes.values(), default=0), "q": null["q"], "null_mean": null["mean"],
+            "null_std": null["std"], "z": null["z"], "null_samples": len(null["samples"])}
+
+
+@analyse.command()
+@click.option("--method", default=None, help="CAUSES edges of this attribution method only [default: any].")
+@click.option("--null-samples", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Degree-preserving randomised graphs for the z-score (one community search each).")
+@click.option("--resolution", type=float, default=1.0, show_default=True, help="Modularity resolution.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--write-back", is_flag=True, help="Store the communities on the components "
+                                                 "(community_connects, community_causes).")
+@_common
+def modularity(model, method, null_samples, resolution, seed, write_back, fmt, out, store, database):
+    """Communities, modularity Q and its z-score.
+
+    For the weights-based (CONNECTS) and the causal (CAUSES) component graph: Leiden
+    communities, Q, and Q against degree-preserving randomised graphs."""
+    import polars as pl
+
+    from compgraph.analysis import modularity as M
+
+    rows = []
+    with _kb(store, database, model) as kb:
+        for rel, G in _graphs(kb, model, method):
+            null = M.null_model_z(G, n=null_samples, seed=seed, resolution=resolution)
+            partition = null["partition"]
+            rows.append(_modularity_row(rel, G, partition, null))
+            if write_back:
+                write_communities(kb.store, partition, rel.lower(), model=model)
+            if out is not None and G.number_of_edges():
+                from compgraph.analysis.plots import community_graph
+
+                _wrote(community_graph(G, partition, out / f"communities_{rel.lower()}.png",
+                                       title=f"{model}: {rel} communities"))
+    emit(pl.DataFrame(rows), fmt, f"modularity of {model}")
+
+
+# ---- degrees -----------------------------------------------------------------------------------
+
+def _degree_row(rel: str, G) -> dict:
+    from compgraph.analysis.degrees import degree_frame, fit_heavy_tail
+
+    degrees = degree_frame(G)["degree"]
+    return {"graph": rel, "nodes": G.number_of_nodes(), "edges": G.number_of_edges(),
+            "mean_degree": float(degrees.mean()) if degrees.len() else None,
+            "max_degree": degrees.max(), **fit_heavy_tail(degrees.to_list())}
+
+
+@analyse.command()
+@click.option("--method", default=None, help="CAUSES edges of this attribution method only [default: any].")
+@_common
+def degrees(model, method, fmt, out, store, database):
+    """Degree distributions and power-law fits.
+
+    For the weights-based (CONNECTS) and the causal (CAUSES) component graph."""
+    import polars as pl
+
+    rows = []
+    with _kb(store, database, model) as kb:
+        for rel, G in _graphs(kb, model, method):
+            rows.append(_degree_row(rel, G))
+            if out is not None and G.number_of_edges():
+                from compgraph.analysis.plots import degree_distribution
+
+                _wrote(degree_distribution([d for _, d in G.degree()], out / f"degrees_{rel.lower()}.png",
+                                           title=f"{model}: {rel} degrees"))
+    emit(pl.DataFrame(rows), fmt, f"degrees of {model}")
+
+
+# ---- overlap -------------------------------------------------------------------------------------
+
+def _overlap_table(a, b):
+    """All members, then per kind, then per layer: group_by, group, counts, measures."""
+    import polars as pl
+
+    from compgraph.analysis.overlap import overlap
+
+    parts = [overlap(a, b).select(pl.lit("all").alias("group_by"), pl.lit("all").alias("group"), pl.all())]
+    for by in ("kind", "layer"):
+        parts.append(overlap(a, b, by=by).select(pl.lit(by).alias("group_by"),
+                                                 pl.col(by).cast(pl.String).alias("group"), pl.exclude(by)))
+    return pl.concat(parts)
+
+
+def _circuit_edges(connects, causes, members):
+    """Edges between the circuit's members: of ``connects`` (the model's CONNECTS graph) and
+    ``causes`` (the task's CAUSES graph), both where both join a pair."""
+    import polars as pl
+
+    ids = set(members["component"].to_list())
+    rows = [{"src": u, "dst": v, "weight": d.get("weight"), "rel": d.get("rel")}
+            for graph in (connects, causes) for u, v, d in graph.edges(data=True) if u in ids and v in ids]
+    return pl.DataFrame(rows, schema={"src": pl.String, "dst": pl.String, "weight": pl.Float64, "rel": pl.String})
+
+
+def _overlap_figures(kb, model: str, circuits: dict, out: Path) -> None:
+    from compgraph.analysis.html import circuit_html
+    from compgraph.analysis.overlap import overlap
+    from compgraph.analysis.plots import overlap_by_layer
+
+    (ta, a), (tb, b) = circuits.items()
+    layers = [v for f in (a, b) for v in f["layer"].drop_nulls().to_list()]
+    groups = range(min(layers), max(layers) + 1) if layers else None
+    table = overlap(a, b, by="layer", groups=groups)
+    _wrote(overlap_by_layer(table, out / "overlap_by_layer.png", labels=(ta, tb),
+                            title=f"{model}: {ta} and {tb} circuits by layer"))
+    connects, causes = GRAPHS
+    weights = kb.component_graph(model, edges=(connects,))  # task-independent: read once, not per circuit
+    for task, members in circuits.items():
+        edges = _circuit_edges(weights, kb.component_graph(model, edges=(causes,), task=task), members)
+        _wrote(circuit_html(members, out / f"circuit_{_file_name(task)}.html", edges=edges,
+                            title=f"{model}: {task} circuit"))
+
+
+@analyse.command()
+@click.option("--tasks", required=True, metavar="A,B", help="The two tasks whose circuits to compare.")
+@_circuit_options
+@_common
+def overlap(model, tasks, level, method, fmt, out, store, database):
+    """Overlap of two tasks' circuits.
+
+    Jaccard, overlap coefficient, weighted Jaccard and shared fractions; over all
+    members, per kind and per layer."""
+    names = list(dict.fromkeys(split(tasks)))
+    if len(names) != 2:
+        raise ConfigError(f"overlap compares exactly two tasks, got {len(names)}: {', '.join(names)}")
+    with _kb(store, database, model) as kb:
+        circuits = _circuits(kb, model, names, level, method)
+        a, b = circuits.values()
+        table = _overlap_table(a, b)
+        if out is not None:
+            _overlap_figures(kb, model, circuits, out)
+    emit(table, fmt, f"overlap of the {level} circuits of {names[0]} (a) and {names[1]} (b)")
+
+
+# ---- reuse ------------------------------------------------------------------------------------------
+
+def _universe(kb, model: str, circuits: dict):
+    """The components a null circuit draws from: the model's components of the kinds the
+    circuits hold (the null keeps each stratum's kind, so no other kind is ever drawn; a
+    model's 46k neurons are not read for circuits of heads and blocks)."""
+    import polars as pl
+
+    kinds = sorted({k for frame in circuits.values() for k in frame["kind"].drop_nulls().unique().to_list()})
+    return pl.concat([kb.components(model, kind=k).select(pl.col("uid").alias("component"), "kind", "layer")
+                      for k in kinds]) if kinds else pl.DataFrame(schema={"component": pl.String, "kind": pl.String,
+                                                                          "layer": pl.Int64})
+
+
+@analyse.command()
+@click.option("--tasks", default=None, metavar="T1,T2,...",
+              help="Tasks to compare [default: every task with a circuit].")
+@_circuit_options
+@click.option("--measure", type=click.Choice(["jaccard", "overlap_coef", "weighted", "shared_fraction_a"]),
+              default="jaccard", show_default=True, help="The overlap matrix's measure.")
+@click.option("--statistic", type=click.Choice(["mean_pairwise_jaccard", "n_reused"]),
+              default="mean_pairwise_jaccard", show_default=True, help="The permutation test's statistic.")
+@click.option("--permutations", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Null samples of the permutation test.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@_common
+def reuse(model, tasks, level, method, measure, statistic, permutations, seed, fmt, out, store, database):
+    """Component reuse across tasks' circuits.
+
+    The overlap matrix, the components shared by several circuits, and a permutation
+    test against random circuits with the same count per layer and kind."""
+    import polars as pl
+
+    from compgraph.analysis.reuse import overlap_matrix, permutation_test, reuse_counts
+    from compgraph.render import json_text
+
+    with _kb(store, database, model) as kb:
+        circuits = _circuits(kb, model, None if tasks is None else list(dict.fromkeys(split(tasks))), level,
+                             method)
+        if len(circuits) < 2:
+            raise ConfigError(f"reuse needs circuits of at least two tasks; {model} has {len(circuits)} "
+                              f"{level} circuit(s) by {method}")
+        test = {"statistic": statistic, **permutation_test(circuits, _universe(kb, model, circuits), n=permutations,
+                                                           seed=seed, statistic=statistic)}
+    matrix, counts = overlap_matrix(circuits, measure), reuse_counts(circuits)
+    if out is not None:
+        from compgraph.analysis.plots import reuse_heatmap
+
+        _wrote(reuse_heatmap(matrix, out / "reuse_heatmap.png", title=f"{model}: {measure} of {level} circuits"))
+    if fmt == "json":
+        click.echo(json_text({"matrix": matrix.to_dicts(), "reuse": counts.to_dicts(), "test": test}))
+        return
+    emit(matrix, "table", f"{measure} of the {level} circuits ({method})")
+    emit(counts, "table", "components by the number of task circuits holding them")
+    emit(pl.DataFrame([test]), "table", "permutation test (null: same count per layer and kind)")
+
+
+COMMANDS = (analyse,)

@@ -1,0 +1,47 @@
+"""The ``compgraph`` command: a thin layer over the Python API.
+
+Commands live one group per module: :mod:`~compgraph.cli.query` (query, info, queries,
+report), :mod:`~compgraph.cli.ingest` (ingest, effects, stages, runs),
+:mod:`~compgraph.cli.train` (train-dictionary) and :mod:`~compgraph.cli.analyse`
+(analyse). Errors and signals: :mod:`compgraph.cli.common`. Heavy imports (torch, the
+JVM, the driver) happen inside the commands, never at import time; the options ``ingest``
+derives from the stage registry load only when it runs or shows its help.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from compgraph.cli import analyse, ingest, query, train
+from compgraph.cli.common import catch_signals, stopped
+from compgraph.errors import Interrupted
+
+
+class _Main(click.Group):
+    """The command group: a signal anywhere in a command ends it with one line."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except Interrupted as stop:
+            stopped(stop)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.version_option(package_name="compgraph")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """compgraph: a graph-database knowledge base of model components."""
+    catch_signals(ctx)
+    if not debug:  # the driver logs what its error says again ("Unable to retrieve routing ...")
+        driver_log = logging.getLogger("neo4j")
+        driver_log.addHandler(logging.NullHandler())
+        driver_log.propagate = False
+
+
+for _module in (query, ingest, train, analyse):
+    for _command in _module.COMMANDS:
+        main.add_command(_command)
