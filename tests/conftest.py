@@ -8,14 +8,13 @@ default; ``-m "not slow"`` leaves them out.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from bolt_server import DATABASE, PASSWORD, arcade_bolt_server  # noqa: E402
+from tests.helpers.bolt_server import DATABASE, PASSWORD, arcade_bolt_server
+from tests.helpers.models import build_small_llama, build_tiny_llama
+from tests.helpers.stores import CYPHER_BACKENDS, wipe
 
 
 def pytest_collection_modifyitems(config, items):
@@ -33,35 +32,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="no CUDA device on this machine"))
 
 
-TINY = {"layers": 2, "d_mlp": 48, "heads": 4, "kv_heads": 2, "pad": 13}
-
-
-def build_tiny_llama(path: Path, *, seed: int = 0) -> Path:
-    """A 2-layer Llama with SmolLM2's real tokenizer and an embedding matrix padded by
-    ``TINY['pad']`` rows beyond the tokenizer's ids (as Pythia and Qwen2 pad theirs)."""
-    import torch
-    import transformers as T
-
-    from compgraph.models import loading
-
-    source = loading.resolve("packaged:smollm2")
-    tok = T.AutoTokenizer.from_pretrained(source.location, gguf_file=source.gguf_file)
-    torch.manual_seed(seed)
-    config = T.LlamaConfig(vocab_size=len(tok) + TINY["pad"], hidden_size=32, intermediate_size=TINY["d_mlp"],
-                           num_hidden_layers=TINY["layers"], num_attention_heads=TINY["heads"],
-                           num_key_value_heads=TINY["kv_heads"], bos_token_id=tok.bos_token_id,
-                           eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
-    model = T.LlamaForCausalLM(config)
-    with torch.no_grad():  # make the padding rows win every decoding if they were decoded
-        model.get_input_embeddings().weight[len(tok):] = 100.0
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    """:func:`tests.helpers.models.build_tiny_llama`, saved once per session."""
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory) -> Path:
-    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+def small_model(tmp_path_factory) -> Path:
+    """:func:`tests.helpers.models.build_small_llama` (a 320-token BPE vocabulary), once per session."""
+    return build_small_llama(tmp_path_factory.mktemp("small-llama"))
 
 
 @pytest.fixture(scope="session")
@@ -76,18 +56,6 @@ def bolt_env(bolt_uri, monkeypatch):
     monkeypatch.setenv("NEO4J_USER", "root")
     monkeypatch.setenv("NEO4J_PASSWORD", PASSWORD)
     return bolt_uri, DATABASE
-
-
-def _wipe(uri: str, database: str | None) -> None:
-    """Empty the server's database with the bare driver (a store would check the schema)."""
-    import neo4j
-
-    auth = (os.environ.get("NEO4J_USER", "neo4j"), os.environ.get("NEO4J_PASSWORD", ""))
-    with neo4j.GraphDatabase.driver(uri, auth=auth) as driver:
-        driver.execute_query("MATCH (n) DETACH DELETE n", database_=database)
-
-
-CYPHER_BACKENDS = ["embedded", "bolt", pytest.param("neo4j", marks=pytest.mark.neo4j)]
 
 
 def _factory(backend: str, request, tmp_path):
@@ -105,7 +73,7 @@ def _factory(backend: str, request, tmp_path):
         uri, database = request.getfixturevalue("bolt_env")
     else:
         uri, database = os.environ["NEO4J_URI"], os.environ.get("NEO4J_DATABASE")
-    _wipe(uri, database)
+    wipe(uri, database)
     return lambda: open_store(uri, database=database)
 
 

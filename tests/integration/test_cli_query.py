@@ -7,10 +7,10 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from compgraph.cli import main
+from compgraph.cli.main import main
 from compgraph.store.factory import open_store
 
-from bolt_server import PASSWORD
+from tests.helpers.bolt_server import PASSWORD
 
 
 @pytest.fixture

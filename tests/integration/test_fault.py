@@ -11,8 +11,6 @@ is mostly interpreter and JVM start-up.
 
 from __future__ import annotations
 
-import collections
-import json
 import os
 import random
 import signal
@@ -23,38 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from compgraph import schema
 from compgraph.store.factory import open_store
+from tests.helpers.stores import dump
 
 SEED = 7
-LAYERS, D_MLP = 3, 128
-TEXT = ["The quick brown fox jumps over the lazy dog. " * 3,
-        "A graph of model components: neurons, attention heads and the tokens they write."] * 20
-
-
-@pytest.fixture(scope="session")
-def small_model(tmp_path_factory) -> Path:
-    """A randomly initialised Llama with a BPE tokenizer of 320 tokens, saved as a model directory."""
-    import torch
-    import transformers as T
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(TEXT, trainers.BpeTrainer(
-        vocab_size=320, special_tokens=["<s>", "</s>", "<unk>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
-    fast = T.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
-    torch.manual_seed(SEED)
-    config = T.LlamaConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=D_MLP, num_hidden_layers=LAYERS,
-                           num_attention_heads=4, num_key_value_heads=2, bos_token_id=fast.bos_token_id,
-                           eos_token_id=fast.eos_token_id, tie_word_embeddings=True, max_position_embeddings=512)
-    path = tmp_path_factory.mktemp("small-llama")
-    T.LlamaForCausalLM(config).save_pretrained(path)
-    fast.save_pretrained(path)
-    return path
-
 
 def ingest_command(model: Path, store: Path) -> list[str]:
     return [sys.executable, "-m", "compgraph.cli", "ingest", str(model), "--name", "small", "--top-k", "4",
@@ -84,26 +54,6 @@ def wait_open(proc: subprocess.Popen, store: Path, timeout: float = 120) -> floa
 def finish(proc: subprocess.Popen) -> tuple[str, str]:
     out, err = proc.communicate(timeout=300)
     return out, err
-
-
-def dump(store: Path) -> tuple[list[str], list[str]]:
-    """Every node but the :Run nodes (their timing is the run's own) and every edge, as
-    sorted canonical JSON; asserts that no node uid and no edge identity occurs twice."""
-    keys = {rel.type: tuple(rel.key) for rel in schema.REL_KINDS}
-    with open_store(store, create=False) as graph:
-        with graph.records(f"MATCH (n) WHERE NOT n:{schema.Label.RUN} "
-                           "RETURN labels(n) AS labels, properties(n) AS props") as rows:
-            nodes = [(sorted(r["labels"]), r["props"]) for r in rows]
-        with graph.records("MATCH (a)-[e]->(b) RETURN a.uid AS src, type(e) AS type, b.uid AS dst, "
-                           "properties(e) AS props") as rows:
-            edges = list(rows)
-    uids = collections.Counter(props["uid"] for _, props in nodes)
-    assert not [u for u, n in uids.items() if n > 1], "a node uid occurs twice"
-    identities = collections.Counter(
-        (e["src"], e["type"], e["dst"], *(e["props"].get(k) for k in keys.get(e["type"], ()))) for e in edges)
-    assert not [i for i, n in identities.items() if n > 1], "an edge identity occurs twice"
-    canon = lambda value: json.dumps(value, sort_keys=True)  # noqa: E731
-    return sorted(canon(n) for n in nodes), sorted(canon(e) for e in edges)
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +148,7 @@ def test_sigterm_stops_a_long_query(tmp_path, fmt):
 def test_sigterm_during_one_long_write_statement_keeps_nothing(tmp_path):
     """A single statement runs inside the JVM, where no Python handler can run: the stop
     comes after the grace period, without cleanup, and the uncommitted write is gone."""
-    from compgraph.cli import STOP_GRACE_S
+    from compgraph.cli.common import STOP_GRACE_S
 
     store = tmp_path / "kb"
     open_store(store).close()

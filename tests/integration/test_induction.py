@@ -10,9 +10,12 @@ import pytest
 import torch
 import transformers as T
 
-from compgraph.extract.heads import HeadData, head_frame
+from compgraph.data.probes import HeadProbes
+from compgraph.data.tasks import TaskBatch
+from compgraph.extract.heads import head_scores
 from compgraph.models.adapters.registry import adapter_for
 from compgraph.models.hooks import overwrite
+from compgraph.stages.rows import head_rows
 
 VOCAB, SEQ, HEADS, D = 128, 64, 4, 128
 pytestmark = pytest.mark.slow
@@ -72,7 +75,7 @@ def induction_model():
     return model.eval()
 
 
-def head_data(gen: torch.Generator) -> HeadData:
+def head_data(gen: torch.Generator) -> HeadProbes:
     L = 8  # inside the trained block lengths: RoPE attention need not reach further
     rand = torch.randint(1, VOCAB, (16, L), generator=gen)
     repeated = torch.cat([torch.zeros(16, 1, dtype=torch.long), rand, rand], dim=1)
@@ -80,10 +83,15 @@ def head_data(gen: torch.Generator) -> HeadData:
     needle = torch.randint(1, VOCAB, (4, 8), generator=gen)
     haystack = torch.cat([torch.zeros(4, 1, dtype=torch.long), hay[:, :10], needle, hay[:, 10:], needle], dim=1)
     # first needle at 11..18, second at 29..36
-    return HeadData(text=[torch.cat([torch.zeros(8, 1, dtype=torch.long),
+    return HeadProbes(text=[torch.cat([torch.zeros(8, 1, dtype=torch.long),
                                      torch.randint(1, VOCAB, (8, SEQ - 1), generator=gen)], dim=1)],
                     repeated=repeated, repeat_len=L, haystack=haystack, needle_first=11, needle_second=29,
                     needle_len=8)
+
+
+def head_table(model, adapter, probes: HeadProbes) -> pl.DataFrame:
+    """Every head's scores as the heads stage writes them."""
+    return head_rows("toy", head_scores(model, adapter, probes), HEADS, HEADS)
 
 
 def second_repeat_loss(model, repeated: torch.Tensor, L: int) -> float:
@@ -91,7 +99,7 @@ def second_repeat_loss(model, repeated: torch.Tensor, L: int) -> float:
     return torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), repeated[:, L + 2:2 * L + 1].reshape(-1)).item()
 
 
-def ablated_loss(model, adapter, data: HeadData, heads: list[tuple[int, int]]) -> float:
+def ablated_loss(model, adapter, data: HeadProbes, heads: list[tuple[int, int]]) -> float:
     """Second-repeat loss with the given (layer, head) outputs zeroed."""
     d_head = D // HEADS
     contexts = []
@@ -114,7 +122,7 @@ def ablated_loss(model, adapter, data: HeadData, heads: list[tuple[int, int]]) -
 def test_scores_find_the_induction_circuit_and_ablation_confirms_it(induction_model):
     adapter = adapter_for("llama")
     data = head_data(torch.Generator().manual_seed(2))
-    heads = head_frame(induction_model, adapter, model_name="toy", data=data)
+    heads = head_table(induction_model, adapter, data)
     top_induction = heads.sort("induction_score", descending=True).row(0, named=True)
     top_prev = heads.sort("prev_token_score", descending=True).row(0, named=True)
     assert top_induction["layer"] == 1 and top_induction["induction_score"] > 0.5, heads
@@ -156,13 +164,13 @@ def test_patching_finds_the_induction_circuit_and_it_is_faithful(induction_model
     the largest contains them and keeps faithfulness >= 0.9. (Measured: one more layer-0
     head, not named by the scores, carries the largest effect of all; it is in the circuit.)"""
     from compgraph.effects.circuits import node_circuit
-    from compgraph.effects.patching import activation_patching
-    from compgraph.effects.tasks import logit_diff
+    from compgraph.effects.activation import activation_patching
+    from compgraph.data.tasks import logit_diff
 
     adapter = adapter_for("llama")
-    heads = head_frame(induction_model, adapter, model_name="toy", data=head_data(torch.Generator().manual_seed(2)))
+    heads = head_table(induction_model, adapter, head_data(torch.Generator().manual_seed(2)))
     task = induction_task(64, torch.Generator().manual_seed(3))
-    effects = activation_patching(induction_model, adapter, **task, metric=logit_diff, kinds=("head",))
+    effects = activation_patching(induction_model, adapter, TaskBatch.of(**task), logit_diff, kinds=("head",))
     joined = effects.join(heads.select("layer", pl.col("head").alias("index"), "induction_score", "prev_token_score"),
                           on=["layer", "index"]).with_columns(pl.col("effect").abs().alias("size"))
     top = joined.sort("size", descending=True)
@@ -175,7 +183,7 @@ def test_patching_finds_the_induction_circuit_and_it_is_faithful(induction_model
     # in layer 1 the largest effect is an induction head's
     assert top.filter(pl.col("layer") == 1).row(0, named=True)["induction_score"] > 0.5, top
     # the circuit of every head with |effect| >= 10 % of the largest holds them all and is faithful
-    circuit = node_circuit(induction_model, adapter, **task, metric=logit_diff, scores=effects,
+    circuit = node_circuit(induction_model, adapter, TaskBatch.of(**task), logit_diff, effects,
                            threshold=0.1 * largest)
     members = set(circuit.members.select("layer", "index").rows())
     assert set(named.select("layer", "index").rows()) <= members, (members, top)

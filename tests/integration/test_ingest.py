@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from compgraph.cli import main
+from compgraph.cli.main import main
 from compgraph.models import loading
 
-from conftest import TINY
+from tests.helpers.models import TINY
 
 N_NEURONS = TINY["layers"] * TINY["d_mlp"]
 

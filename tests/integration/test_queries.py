@@ -11,10 +11,10 @@ import polars as pl
 import pytest
 
 import compgraph
-from bolt_server import DATABASE, PASSWORD
+from tests.helpers.bolt_server import DATABASE, PASSWORD
 from compgraph import schema
 from compgraph.library import named_queries
-from conftest import CYPHER_BACKENDS, _wipe
+from tests.helpers.stores import CYPHER_BACKENDS, wipe as _wipe
 
 M, M2, TOK = "m", "m2", "tok"
 N00, N01, N10 = (schema.neuron_uid(M, layer, i) for layer, i in ((0, 0), (0, 1), (1, 0)))

@@ -18,11 +18,10 @@ import pytest
 from click.testing import CliRunner
 
 from compgraph import render
-from compgraph.cli import main
+from compgraph.cli.main import main
 from compgraph.store.factory import open_store
 from compgraph.store.rows import Records
 
-from test_fault import small_model  # noqa: F401  (the session fixture: a 320-token tiny Llama)
 
 
 @pytest.fixture

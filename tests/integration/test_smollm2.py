@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from compgraph import schema
-from compgraph.config import IngestConfig
+from compgraph.ingest import IngestConfig
 from compgraph.ingest import ingest
 from compgraph.models import loading
 from compgraph.models.hooks import overwrite
@@ -33,7 +33,7 @@ def smollm2():
 @pytest.fixture(scope="session")
 def ingested(smollm2, tmp_path_factory):
     path = tmp_path_factory.mktemp("smol-kb")
-    cfg = IngestConfig(model="packaged:smollm2", name="smollm2-135m", top_k=TOP_K, corpus="packaged:pile", max_tokens=8192,
+    cfg = IngestConfig.of("packaged:smollm2", name="smollm2-135m", top_k=TOP_K, corpus="packaged:pile", max_tokens=8192,
                        device="cpu")
     with open_store(path) as store:
         report = ingest(store, cfg, loaded=smollm2)

@@ -6,13 +6,10 @@ import math
 from collections import Counter
 
 import networkx as nx
-import polars as pl
 import pytest
 
-from compgraph import schema
 from compgraph.analysis import modularity as M
 from compgraph.errors import ConfigError
-from compgraph.store.memory import MemoryStore
 
 
 def two_cliques() -> nx.Graph:
@@ -160,39 +157,6 @@ def test_summary_composition():
         {"community": 1, "size": 5, "n_head": 3, "n_neuron": 2, "layers": [1], "internal_weight": 10.0,
          "strength": 21.0},
     ]
-
-
-def component_store(uids: list[str]) -> MemoryStore:
-    store = MemoryStore()
-    store.merge_nodes(schema.HEAD, pl.DataFrame({"uid": uids, "model": ["m"] * len(uids),
-                                                 "layer": [0] * len(uids)}))
-    return store
-
-
-def test_write_back_sets_the_property_on_components():
-    store = component_store(["m/L0/H0", "m/L0/H1"])
-    result = M.write_back(store, {"m/L0/H0": 0, "m/L0/H1": 1}, "weights")
-    assert result.updated == 2 and result.created == 0
-    nodes = store.nodes(schema.HEAD).sort("uid")
-    assert nodes["community_weights"].to_list() == [0, 1]
-    assert nodes["layer"].to_list() == [0, 0]  # other properties untouched
-
-
-def test_write_back_with_model_clears_earlier_labels():
-    store = component_store(["m/L0/H0", "m/L0/H1"])
-    M.write_back(store, {"m/L0/H0": 3, "m/L0/H1": 4}, "weights")
-    M.write_back(store, {"m/L0/H1": 0}, "weights", model="m")
-    nodes = store.nodes(schema.HEAD).sort("uid")
-    assert nodes["community_weights"].to_list() == [None, 0]
-
-
-def test_write_back_refuses_unknown_uids_and_bad_names():
-    store = component_store(["m/L0/H0"])
-    with pytest.raises(ConfigError, match="not components"):
-        M.write_back(store, {"m/L0/H0": 0, "m/L9/H9": 1}, "w")
-    assert "community_w" not in store.nodes(schema.HEAD).columns
-    with pytest.raises(ConfigError, match="community name"):
-        M.write_back(store, {"m/L0/H0": 0}, "bad name")
 
 
 def test_canonical_labels_largest_first():

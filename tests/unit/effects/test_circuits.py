@@ -3,28 +3,26 @@
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import polars as pl
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_patching import one_thread, build, layer_mod, metric, run, task  # noqa: E402, F401 (one_thread: autouse)
-
-from compgraph.effects.circuits import (  # noqa: E402
+from compgraph.effects.activation import activation_patching
+from compgraph.effects.circuits import (
     FRACTIONS, areas, edge_circuit, faithfulness_curve, node_circuit, prune_edges, select_edges, select_nodes,
 )
-from compgraph.effects.edges import EDGE_SCHEMA, edge_attribution  # noqa: E402
-from compgraph.effects.patching import activation_patching  # noqa: E402
-from compgraph.models import weights  # noqa: E402
+from compgraph.effects.edges import EDGE_SCHEMA, edge_attribution
+from compgraph.models import params
+from tests.helpers.effects import (  # noqa: F401 (one_thread: autouse)
+    batch, effects_model, layer_mod, metric, one_thread, run, task,
+)
 
 
 def patched_run(model, adapter, t, outside, ablation):
     """M with every (kind, layer, index) in ``outside`` (heads, mlp blocks) patched at once
     to its corrupt value or its mean over the clean run, with plain hooks."""
-    d_head = weights.head_dims(model.config)[2]
+    d_head = params.head_dims(model.config)[2]
     values = {}
     for side in ("clean_ids", "corrupt_ids"):
         got = {}
@@ -62,21 +60,21 @@ def patched_run(model, adapter, t, outside, ablation):
 
 @pytest.mark.parametrize("ablation", ["corrupt", "mean"])
 def test_node_circuit_faithfulness_is_measured(ablation):
-    model, adapter = build("llama")
+    model, adapter = effects_model("llama")
     t = task()
-    scores = activation_patching(model, adapter, **t, metric=metric, kinds=("head", "mlp"))
+    scores = activation_patching(model, adapter, batch(t), metric, kinds=("head", "mlp"))
     universe = [(k, l, i) for k, l, i in scores.select("component", "layer", "index").iter_rows()]
     with torch.no_grad():
         clean = float(run(model, t["clean_ids"], t).mean())
     empty_want = patched_run(model, adapter, t, set(universe), ablation)
 
-    full = node_circuit(model, adapter, **t, metric=metric, scores=scores, n=len(universe), ablation=ablation)
+    full = node_circuit(model, adapter, batch(t), metric, scores, n=len(universe), ablation=ablation)
     assert full.faithfulness == 1.0 and full.metric_full == full.metric_circuit == clean
     assert full.metric_empty == pytest.approx(empty_want, rel=1e-9, abs=1e-12)
-    empty = node_circuit(model, adapter, **t, metric=metric, scores=scores, n=0, ablation=ablation)
+    empty = node_circuit(model, adapter, batch(t), metric, scores, n=0, ablation=ablation)
     assert empty.faithfulness == 0.0 and empty.size == 0
 
-    top = node_circuit(model, adapter, **t, metric=metric, scores=scores, n=3, ablation=ablation)
+    top = node_circuit(model, adapter, batch(t), metric, scores, n=3, ablation=ablation)
     members = set(top.members.select("component", "layer", "index").iter_rows())
     assert top.members["rank"].to_list() == [0, 1, 2] and top.size == 3 and top.level == "node"
     ranked = sorted(scores.iter_rows(named=True), key=lambda r: -abs(r["effect"]))[:3]
@@ -88,18 +86,18 @@ def test_node_circuit_faithfulness_is_measured(ablation):
 
 
 def test_edge_circuit_full_is_one_and_empty_is_zero():
-    model, adapter = build("llama")
+    model, adapter = effects_model("llama")
     t = task()
-    scores = edge_attribution(model, adapter, **t, metric=metric)
+    scores = edge_attribution(model, adapter, batch(t), metric)
     with torch.no_grad():
         clean = float(run(model, t["clean_ids"], t).mean())
         corrupt = float(run(model, t["corrupt_ids"], t).mean())
-    full = edge_circuit(model, adapter, **t, metric=metric, scores=scores, n=scores.height)
+    full = edge_circuit(model, adapter, batch(t), metric, scores, n=scores.height)
     assert full.size == scores.height and full.faithfulness == 1.0 and full.metric_circuit == clean
     assert full.metric_empty == pytest.approx(corrupt, rel=1e-9, abs=1e-12)  # every edge from the corrupt run
-    empty = edge_circuit(model, adapter, **t, metric=metric, scores=scores, n=0)
+    empty = edge_circuit(model, adapter, batch(t), metric, scores, n=0)
     assert empty.faithfulness == 0.0 and empty.level == "edge"
-    some = edge_circuit(model, adapter, **t, metric=metric, scores=scores, threshold=0.01)
+    some = edge_circuit(model, adapter, batch(t), metric, scores, threshold=0.01)
     assert some.threshold == 0.01 and some.size <= (scores["effect"].abs() >= 0.01).sum()
     assert not math.isnan(some.faithfulness)
 
@@ -151,13 +149,13 @@ def test_areas_by_the_trapezoid_rule():
 
 @pytest.mark.parametrize("level", ["node", "edge"])
 def test_faithfulness_curve(level):
-    model, adapter = build("llama")
+    model, adapter = effects_model("llama")
     t = task()
     if level == "node":
-        scores = activation_patching(model, adapter, **t, metric=metric, kinds=("head", "mlp"))
+        scores = activation_patching(model, adapter, batch(t), metric, kinds=("head", "mlp"))
     else:
-        scores = edge_attribution(model, adapter, **t, metric=metric)
-    curve = faithfulness_curve(model, adapter, **t, metric=metric, scores=scores, level=level)
+        scores = edge_attribution(model, adapter, batch(t), metric)
+    curve = faithfulness_curve(model, adapter, batch(t), metric, scores, level=level)
     total = scores.height
     assert curve.n == [int(x * total) for x in FRACTIONS]
     assert curve.faithfulness[-1] == 1.0 and curve.faithfulness[0] == 0.0  # 0.1 % of a tiny graph: empty

@@ -11,19 +11,14 @@ norm, logits destination), ε = 1 and the agreement is exact.
 from __future__ import annotations
 
 import dataclasses
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_patching import one_thread, build, metric, run, task  # noqa: E402, F401 (one_thread: autouse)
-
-from compgraph.errors import ConfigError  # noqa: E402
-from compgraph.effects.edges import edge_attribution, edge_graph, edge_patched_metric  # noqa: E402
-from compgraph.effects.patching import make_task  # noqa: E402
-from compgraph.models import weights  # noqa: E402
+from compgraph.effects.edges import edge_attribution, edge_graph, edge_patched_metric
+from compgraph.errors import ConfigError
+from compgraph.models import params
+from tests.helpers.effects import batch, effects_model, metric, one_thread, run, task  # noqa: F401 (one_thread: autouse)
 
 
 def mod(model, adapter, layer, path):
@@ -46,7 +41,7 @@ def source_output(model, adapter, src, ids, t):
         run(model, ids, t, [hook])
     if kind != "head":
         return got["v"]
-    d_head = weights.head_dims(model.config)[2]
+    d_head = params.head_dims(model.config)[2]
     o = mod(model, adapter, layer, adapter.o).weight  # Linear [d_model, H*d]; Conv1D [H*d, d_model]
     cols = slice(index * d_head, (index + 1) * d_head)
     w = o[cols, :] if adapter.conv1d else o[:, cols].T  # [d_head, d_model]
@@ -72,7 +67,7 @@ def perturbed_metric(model, adapter, dst, kind, shift, t):
             mod(model, adapter, layer, adapter.mlp_norm)
         hooks = [(norm, "pre", lambda m, a: (a[0] + shift, *a[1:]))]
     else:
-        n_heads, n_kv, d_head = weights.head_dims(model.config)
+        n_heads, n_kv, d_head = params.head_dims(model.config)
         norm = mod(model, adapter, layer, adapter.attn_norm)
         proj_path = {"q": adapter.q, "k": adapter.k or adapter.q, "v": adapter.v or adapter.q}[kind]
         proj = mod(model, adapter, layer, proj_path)
@@ -133,7 +128,7 @@ EDGES = [
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "gpt_neox"])
 def test_edge_scores_equal_brute_force_derivative(family, monkeypatch):
-    model, adapter = build(family)
+    model, adapter = effects_model(family)
     float64_throughout(model, monkeypatch)
     if family == "gpt2":  # GPT-2's 0.02-std init gives edge scores ~1e-10: make the model less flat
         with torch.no_grad():
@@ -141,9 +136,9 @@ def test_edge_scores_equal_brute_force_derivative(family, monkeypatch):
                 if p.ndim == 2:
                     p.mul_(4)
     t = task()
-    frame = edge_attribution(model, adapter, **t, metric=metric)
+    frame = edge_attribution(model, adapter, batch(t), metric)
     parallel = adapter.is_parallel(model.config)
-    n_kv = weights.head_dims(model.config)[1]
+    n_kv = params.head_dims(model.config)[1]
     eps = 1e-3
     checked = 0
     for src, dst, kind in EDGES:
@@ -167,10 +162,10 @@ def test_edge_scores_equal_brute_force_derivative(family, monkeypatch):
 def test_edge_scores_are_exact_where_the_metric_is_linear():
     """Identity final norm: the metric is linear in the logits' input, so the score of every
     edge into the logits is the brute-force effect of adding the whole source difference."""
-    model, adapter = build("llama")
+    model, adapter = effects_model("llama")
     model.model.norm = torch.nn.Identity()
     t = task()
-    frame = edge_attribution(model, adapter, **t, metric=metric)
+    frame = edge_attribution(model, adapter, batch(t), metric)
     with torch.no_grad():
         clean = float(run(model, t["clean_ids"], t).mean())
     for src in [("embed", None, None), ("head", 0, 2), ("head", 1, 3), ("mlp", 0, None), ("mlp", 1, None)]:
@@ -184,12 +179,12 @@ def test_eap_ig_edges():
     """steps=1 is plain edge attribution; with 3 steps, an edge into the logits scores
     (corrupt − clean source output) · the logits-input gradient averaged over runs on
     embeddings (1 − k/3)·corrupt + (k/3)·clean, k = 1..3 (computed here by hand)."""
-    model, adapter = build("llama")
+    model, adapter = effects_model("llama")
     t = task()
-    plain = edge_attribution(model, adapter, **t, metric=metric)
-    one = edge_attribution(model, adapter, **t, metric=metric, method="eap-ig", steps=1)
+    plain = edge_attribution(model, adapter, batch(t), metric)
+    one = edge_attribution(model, adapter, batch(t), metric, method="eap-ig", steps=1)
     assert plain["effect"].to_list() == one["effect"].to_list()
-    three = edge_attribution(model, adapter, **t, metric=metric, method="eap-ig", steps=3)
+    three = edge_attribution(model, adapter, batch(t), metric, method="eap-ig", steps=3)
     assert set(three["method"]) == {"eap-ig"}
     embed = model.get_submodule(adapter.embed)
     emb = {}
@@ -216,13 +211,13 @@ def test_eap_ig_edges():
 
 
 def test_graph_shape_and_gqa_destinations():
-    model, adapter = build("llama")  # 2 layers, 4 heads, 2 KV heads
+    model, adapter = effects_model("llama")  # 2 layers, 4 heads, 2 KV heads
     graph = edge_graph(model, adapter)
     assert len(graph.sources) == 1 + 2 * (4 + 1)
     assert len(graph.dests) == 2 * (4 + 2 + 2 + 1) + 1
     # per layer l: (4 q + 2 k + 2 v) dsts read 1 + 5l sources; the MLP also reads its own layer's heads
     assert int(graph.valid.sum()) == sum(8 * (1 + 5 * l) + (1 + 5 * l + 4) for l in (0, 1)) + 11
-    frame = edge_attribution(model, adapter, **task(), metric=metric)
+    frame = edge_attribution(model, adapter, batch(task()), metric)
     assert frame.height == int(graph.valid.sum())
     assert set(frame["input"]) == {"q", "k", "v", "mlp", "logits"}
     kv = frame.filter(frame["input"].is_in(["k", "v"]))
@@ -234,9 +229,9 @@ def test_edge_interventions(family):
     """All edges in: the clean run exactly; none: the corrupt run; one edge out: brute force
     (the destination alone receives the source's corrupt output). Mixtral here stands for
     MoE (its router computes in float32, too coarse for the finite-difference test)."""
-    model, adapter = build(family)
+    model, adapter = effects_model(family)
     t = task()
-    tk = make_task(t["clean_ids"], t["corrupt_ids"], t["answer_ids"], t["wrong_ids"])
+    tk = batch({k: t[k] for k in ("clean_ids", "corrupt_ids", "answer_ids", "wrong_ids")})
     graph = edge_graph(model, adapter)
     with torch.no_grad():
         clean = float(run(model, t["clean_ids"], t).mean())
@@ -245,7 +240,7 @@ def test_edge_interventions(family):
     assert edge_patched_metric(model, adapter, tk, torch.zeros_like(graph.valid), metric) == pytest.approx(
         corrupt, rel=1e-9, abs=1e-12)
     for src, dst, kind in [EDGES[0], EDGES[1], EDGES[2], EDGES[5], EDGES[8]]:
-        if dst[0] == "kv_head" and dst[2] >= weights.head_dims(model.config)[1]:
+        if dst[0] == "kv_head" and dst[2] >= params.head_dims(model.config)[1]:
             continue
         i = graph.sources.index(src)
         j = [(tuple(n), k) for n, k in graph.dests].index((dst, kind))
@@ -258,10 +253,10 @@ def test_edge_interventions(family):
 
 
 def test_sandwich_norms_are_refused():
-    model, adapter = build("gemma3_text")
+    model, adapter = effects_model("gemma3_text")
     with pytest.raises(ConfigError, match="sandwich norms"):
-        edge_attribution(model, adapter, **task(), metric=metric)
+        edge_attribution(model, adapter, batch(task()), metric)
     # an adapter that wrongly claims additive blocks is caught by the runtime check
     with pytest.raises(ConfigError, match="not attn_out \\+ mlp_out"):
-        edge_attribution(model, dataclasses.replace(adapter, additive_blocks=True), **task(), metric=metric)
+        edge_attribution(model, dataclasses.replace(adapter, additive_blocks=True), batch(task()), metric)
 

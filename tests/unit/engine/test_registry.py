@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from compgraph import schema
-from compgraph.config import IngestConfig
+from compgraph.ingest import IngestConfig
 from compgraph.engine import registry
 from compgraph.engine.stage import Frames, Stage
 from compgraph.errors import ConfigError
 from compgraph.ingest import ingest
-from compgraph.models import loading, weights
+from compgraph.models import loading, params
 from compgraph.store.memory import MemoryStore
 
 README = Path(__file__).resolve().parents[3] / "README.md"
@@ -66,10 +66,10 @@ def test_the_readme_example_stage_runs_as_written(clean_registry, tiny_dir):
     exec(compile(block, "README.md", "exec"), namespace)  # registers "norms"
     loaded = loading.load(str(tiny_dir), device="cpu")
     store = MemoryStore()
-    report = ingest(store, IngestConfig(model=str(tiny_dir), name="tiny", extract=("norms",), device="cpu"),
+    report = ingest(store, IngestConfig.of(str(tiny_dir), name="tiny", extract=("norms",), device="cpu"),
                     loaded=loaded)
     assert [(s.stage, s.status) for s in report.stages] == [("norms", "complete")]
     heads = store.nodes(schema.HEAD).sort("layer", "head")
-    w_o = weights.attention(loaded.model, loaded.adapter, 1).W_O.detach()
+    w_o = params.attention(loaded.model, loaded.adapter, 1).W_O.detach()
     got = heads.filter(heads["layer"] == 1)["w_o_norm"].to_list()
     assert got == pytest.approx([float(torch.linalg.norm(w_o[h])) for h in range(w_o.shape[0])], rel=1e-6)

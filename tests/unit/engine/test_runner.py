@@ -10,17 +10,18 @@ import polars as pl
 import pytest
 
 from compgraph import schema
-from compgraph.config import IngestConfig
+from compgraph.ingest import IngestConfig
 from compgraph.engine import identity, registry
 from compgraph.engine.registry import register
 from compgraph.engine.stage import Frames, Stage
 from compgraph.errors import ConfigError
-from compgraph.extract import neurons as neurons_mod
 from compgraph.ingest import ingest, plan
 from compgraph.models import loading
+from compgraph.stages import neurons as neurons_mod
+from compgraph.stages.shared import TopKConfig
 from compgraph.store.memory import MemoryStore
 
-from conftest import TINY, build_tiny_llama
+from tests.helpers.models import TINY, build_tiny_llama
 
 N_NEURONS = TINY["layers"] * TINY["d_mlp"]
 
@@ -31,7 +32,7 @@ def loaded(tiny_dir):
 
 
 def cfg(tiny_dir, **kw) -> IngestConfig:
-    return IngestConfig(model=str(tiny_dir), **{"name": "tiny", "device": "cpu", "top_k": 3, **kw})
+    return IngestConfig.of(str(tiny_dir), **{"name": "tiny", "device": "cpu", "top_k": 3, **kw})
 
 
 def graph(store: MemoryStore) -> dict:
@@ -143,8 +144,8 @@ def test_force_recomputes_a_complete_stage(tiny_dir, loaded):
 
 def test_interrupted_job_resumes_where_it_stopped(tiny_dir, loaded, monkeypatch):
     decoded = []
-    real = neurons_mod.decode_layer
-    monkeypatch.setattr(neurons_mod, "decode_layer", lambda *a, **k: decoded.append(a[2]) or real(*a, **k))
+    real = neurons_mod.neuron_decodings
+    monkeypatch.setattr(neurons_mod, "neuron_decodings", lambda *a, **k: decoded.append(a[2]) or real(*a, **k))
 
     def kill_at_activations(label, total):
         if label.startswith("neurons: activations"):
@@ -197,7 +198,7 @@ def test_an_optional_field_added_at_its_empty_default_keeps_the_identity():
 def test_replacing_the_weights_behind_the_same_path_is_a_new_run(tmp_path):
     path = build_tiny_llama(tmp_path / "m", seed=0)
     store = MemoryStore()
-    options = IngestConfig(model=str(path), name="tiny", device="cpu", extract=("heads",))
+    options = IngestConfig.of(str(path), name="tiny", device="cpu", extract=("heads",))
     first = ingest(store, options)
     assert ingest(store, options).stage("heads").status == "already complete"
     build_tiny_llama(path, seed=1)  # other weights, same path and name
@@ -257,10 +258,26 @@ def _empty_corpus(tiny_dir):
     return path
 
 
-def test_stage_configs_are_dataclasses_of_job_options():
-    names = IngestConfig.option_names()
+def test_every_stage_config_field_is_a_declared_job_option():
+    table = registry.options()
     for stage in registry.stages().values():
-        assert {f.name for f in dataclasses.fields(stage.Config)} <= names, stage.name
+        names = {f.name for f in dataclasses.fields(stage.Config)}
+        assert names <= set(table), stage.name
+        for name in names:  # the declaration the job uses is the stage's own (or a shared one)
+            field = next(f for f in dataclasses.fields(stage.Config) if f.name == name)
+            assert table[name].default == field.default and table[name].option == field.metadata["compgraph.option"]
+
+
+def test_an_option_of_the_job_is_checked_against_its_declaration():
+    with pytest.raises(ConfigError, match="--top-k must be at least 1, not 0"):
+        IngestConfig.of("m", top_k=0)
+    with pytest.raises(ConfigError, match="--method must be one of activation, attribution, eap-ig, not 'x'"):
+        IngestConfig.of("m", effect_method="x")
+    with pytest.raises(ConfigError, match="unknown option"):
+        IngestConfig.of("m", no_such_option=1)
+    job = IngestConfig.of("m", tasks=["ioi"], top_k=3, batch_size=4)
+    assert job.option("tasks") == ("ioi",) and job.option("top_k") == 3 and job.execution.batch_size == 4
+    assert job.option("seq_len") == 128  # not given: the declared default
 
 
 class _PerSubject(Stage):
@@ -269,9 +286,8 @@ class _PerSubject(Stage):
     name, version = "persubject", 1
 
     @dataclasses.dataclass(frozen=True, kw_only=True)
-    class Config:
-        extract: tuple[str, ...]
-        top_k: int
+    class Config(TopKConfig):
+        """``top_k`` names the subject."""
 
     def instances(self, config):
         return [(f"s{config.top_k}", config), ("fixed", config)]

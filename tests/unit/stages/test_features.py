@@ -5,21 +5,21 @@ the dictionary applied by hand); a dictionary that does not fit writes nothing."
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import polars as pl
 import pytest
 import torch
 
 from compgraph import schema
-from compgraph.config import IngestConfig
-from compgraph.corpus import resolve_corpus
+from compgraph.ingest import IngestConfig
+from compgraph.data.corpus import resolve_corpus
 from compgraph.dictionaries.base import Dictionary
-from compgraph.dictionaries.features import ACTIVATES_MIN_COUNT, dictionary_name
-from compgraph.dictionaries.train import save_saelens
+from compgraph.dictionaries.catalog import dictionary_name
+from compgraph.dictionaries.features import ACTIVATES_MIN_COUNT
+from compgraph.dictionaries.saelens import save_saelens
 from compgraph.errors import ConfigError
-from compgraph.extract.data import TokenStream
-from compgraph.ingest import ingest
+from compgraph.data.tokens import TokenStream
+from compgraph.ingest import ingest, plan
 from compgraph.models import loading
 from compgraph.store.memory import MemoryStore
 
@@ -46,7 +46,7 @@ def loaded(tiny_dir):
 
 
 def config(tiny_dir, *paths, **extra) -> IngestConfig:
-    return IngestConfig(model=str(tiny_dir), name="tiny", extract=("features",), dictionaries=tuple(map(str, paths)),
+    return IngestConfig.of(str(tiny_dir), name="tiny", extract=("features",), dictionaries=tuple(map(str, paths)),
                         device="cpu", seq_len=SEQ, max_tokens=MAX_TOKENS, top_k=TOP, **extra)
 
 
@@ -170,13 +170,13 @@ def test_names_and_the_need_for_a_dictionary(tiny_dir):
     assert dictionary_name("/a/b/set/config.yaml") == "set"
     assert dictionary_name("org/repo/layer 6@main") == "layer-6"
     with pytest.raises(ConfigError, match="needs --dictionary"):
-        IngestConfig(model=str(tiny_dir), extract=("features",))
+        plan(IngestConfig.of(str(tiny_dir), extract=("features",)))
 
 
 def test_the_ingest_command_refuses_a_mismatched_dictionary_in_one_line(tiny_dir, tmp_path):
     from click.testing import CliRunner
 
-    from compgraph.cli import main
+    from compgraph.cli.main import main
 
     folder = save_saelens(random_sae(d_in=16), tmp_path / "narrow")
     result = CliRunner().invoke(main, ["ingest", str(tiny_dir), "--extract", "features", "--dictionary", str(folder),
@@ -191,10 +191,10 @@ def test_feature_effects_run_in_the_effects_stage(stored, loaded, tiny_dir, tmp_
     """``--components feature --dictionary PATH``: one AFFECTS per feature (attribution),
     in a run of its own beside the task's head effects, which it neither recomputes nor
     replaces."""
-    from compgraph.effects.tasks import encode_task, load_task
+    from compgraph.data.tasks import encode_task, load_task
     from compgraph.dictionaries.effects import feature_attribution
     from compgraph.dictionaries.readers import read_dictionary
-    from compgraph.effects.tasks import logit_diff
+    from compgraph.data.tasks import logit_diff
 
     _, sae, folder = stored
     task = tmp_path / "caps.jsonl"
@@ -202,25 +202,23 @@ def test_feature_effects_run_in_the_effects_stage(stored, loaded, tiny_dir, tmp_
         ("The capital of France is", "The capital of Spain is", " Paris", " Madrid"),
         ("The capital of Italy is", "The capital of Japan is", " Rome", " Tokyo")]))
     store = MemoryStore()
-    heads = IngestConfig(model=str(tiny_dir), name="tiny", tasks=(str(task),), device="cpu", extract=("effects",),
+    heads = IngestConfig.of(str(tiny_dir), name="tiny", tasks=(str(task),), device="cpu", extract=("effects",),
                          effect_components=("head",), effect_edges=False)
     assert [(s.stage, s.status) for s in ingest(store, heads, loaded=loaded).stages] == [("effects/caps", "complete")]
-    cfg = replace(heads, effect_components=("head", "feature"), dictionaries=(str(folder),))
+    cfg = heads.with_options(effect_components=("head", "feature"), dictionaries=(str(folder),))
     report = ingest(store, cfg, loaded=loaded)  # the features are a run of their own: the heads' run stays
     assert [(s.stage, s.status) for s in report.stages] == [
         ("effects/caps", "already complete"), ("effects/caps/features/my-sae", "complete")]
-    only = ingest(store, replace(cfg, effect_components=("feature",)), loaded=loaded)
+    only = ingest(store, cfg.with_options(effect_components=("feature",)), loaded=loaded)
     assert [(s.stage, s.status) for s in only.stages] == [("effects/caps/features/my-sae", "already complete")]
     affects = store.edges(schema.AFFECTS)
     feats = affects.filter(pl.col("src").str.contains("/F"))
     assert feats.height == WIDTH and set(feats["method"]) == {"attribution"}
     assert affects.filter(pl.col("src").str.contains("/H")).height == 8
     enc = encode_task(load_task(str(task)), loaded.tokenizer)
-    want = feature_attribution(loaded.model, loaded.adapter, read_dictionary(folder)[0], enc.clean_ids, enc.corrupt_ids,
-                               enc.answer_ids, enc.wrong_ids, logit_diff, attention_mask=enc.attention_mask,
-                               position_ids=enc.position_ids)
+    want = feature_attribution(loaded.model, loaded.adapter, read_dictionary(folder)[0], enc, logit_diff)
     got = dict(zip(feats["src"].str.extract(r"/F(\d+)$").cast(pl.Int64).to_list(), feats["effect"].to_list()))
     assert [got[i] for i in want["index"].to_list()] == pytest.approx(want["effect"].to_list(), rel=1e-6)
     with pytest.raises(ConfigError, match="needs --dictionary"):
-        ingest(MemoryStore(), IngestConfig(model=str(tiny_dir), name="tiny", tasks=(str(task),), device="cpu",
+        ingest(MemoryStore(), IngestConfig.of(str(tiny_dir), name="tiny", tasks=(str(task),), device="cpu",
                                            effect_components=("feature",)), loaded=loaded)

@@ -1,4 +1,4 @@
-"""compgraph.corpus: the readers, digests, errors, and the real packaged corpus."""
+"""compgraph.data.corpus: the readers, digests, errors, and the real packaged corpus."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import types
 import polars as pl
 import pytest
 
-from compgraph import corpus as corpus_mod
-from compgraph.corpus import resolve_corpus
+from compgraph.data import corpus as corpus_mod
+from compgraph.data.corpus import resolve_corpus
 from compgraph.errors import ConfigError
 
 DOCS = ["The river rose slowly.", "  Paris is the capital of France.  ", "def f(x):\treturn x"]

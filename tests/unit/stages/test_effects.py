@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from compgraph import schema
-from compgraph.config import IngestConfig
-from compgraph.effects.tasks import encode_task, load_task
+from compgraph.ingest import IngestConfig
+from compgraph.data.tasks import encode_task, load_task
 from compgraph.errors import ConfigError
 from compgraph.ingest import ingest
 from compgraph.models import loading
@@ -40,7 +40,7 @@ def loaded(tiny_dir):
 def stored(loaded, tiny_dir, tmp_path_factory):
     task = write_task(tmp_path_factory.mktemp("task") / "mine.jsonl", EXAMPLES)
     store = MemoryStore()
-    report = ingest(store, IngestConfig(model=str(tiny_dir), name="tiny", tasks=(task,), extract=("effects",),
+    report = ingest(store, IngestConfig.of(str(tiny_dir), name="tiny", tasks=(task,), extract=("effects",),
                                         device="cpu", circuit_n=3, circuit_edges=10),
                     loaded=loaded)
     assert [(s.stage, s.status) for s in report.stages] == [("effects/mine", "complete")]
@@ -50,7 +50,7 @@ def stored(loaded, tiny_dir, tmp_path_factory):
 def run(model, enc, ids, hooks=()):
     handles = [model.get_submodule(path).register_forward_pre_hook(fn) for path, fn in hooks]
     try:
-        logits = model(input_ids=ids, attention_mask=enc.attention_mask, position_ids=enc.position_ids).logits
+        logits = model(input_ids=ids, attention_mask=enc.clean.attention_mask, position_ids=enc.clean.position_ids).logits
     finally:
         for handle in handles:
             handle.remove()
@@ -63,7 +63,7 @@ def o_proj_input(model, enc, ids, layer):
     handle = model.get_submodule(f"model.layers.{layer}.self_attn.o_proj").register_forward_pre_hook(
         lambda m, args: got.__setitem__("z", args[0].detach().clone()))
     with torch.no_grad():
-        model(input_ids=ids, attention_mask=enc.attention_mask, position_ids=enc.position_ids)
+        model(input_ids=ids, attention_mask=enc.clean.attention_mask, position_ids=enc.clean.position_ids)
     handle.remove()
     return got["z"]
 
@@ -74,10 +74,10 @@ def test_head_noising_effects_equal_a_direct_recomputation(stored, loaded):
     d_head = model.config.hidden_size // model.config.num_attention_heads
     affects = store.edges(schema.AFFECTS, where={"method": "activation"})
     with torch.no_grad():
-        clean = run(model, enc, enc.clean_ids).mean()
-        corrupt = run(model, enc, enc.corrupt_ids).mean()
+        clean = run(model, enc, enc.clean.ids).mean()
+        corrupt = run(model, enc, enc.corrupt.ids).mean()
     for layer, head in ((0, 1), (1, 3)):
-        z_corrupt = o_proj_input(model, enc, enc.corrupt_ids, layer)
+        z_corrupt = o_proj_input(model, enc, enc.corrupt.ids, layer)
 
         def patch(module, args, head=head, z_corrupt=z_corrupt):
             z = args[0].clone()
@@ -85,7 +85,7 @@ def test_head_noising_effects_equal_a_direct_recomputation(stored, loaded):
             return (z,)
 
         with torch.no_grad():
-            patched = run(model, enc, enc.clean_ids, [(f"model.layers.{layer}.self_attn.o_proj", patch)]).mean()
+            patched = run(model, enc, enc.clean.ids, [(f"model.layers.{layer}.self_attn.o_proj", patch)]).mean()
         row = affects.filter(pl.col("src") == schema.head_uid("tiny", layer, head)).row(0, named=True)
         assert row["effect"] == pytest.approx(float(patched - clean), rel=1e-4, abs=1e-7)
         assert row["effect_norm"] == pytest.approx(float((patched - clean) / (corrupt - clean)), rel=1e-4, abs=1e-6)
@@ -108,10 +108,10 @@ def test_neuron_attribution_equals_a_direct_recomputation(stored, loaded):
     handle = model.get_submodule(path).register_forward_pre_hook(
         lambda m, args: hidden_corrupt.__setitem__("h", args[0].detach().clone()))
     with torch.no_grad():
-        model(input_ids=enc.corrupt_ids, attention_mask=enc.attention_mask, position_ids=enc.position_ids)
+        model(input_ids=enc.corrupt.ids, attention_mask=enc.clean.attention_mask, position_ids=enc.clean.position_ids)
     handle.remove()
     with torch.enable_grad():
-        metric = run(model, enc, enc.clean_ids, [(path, keep)]).mean()
+        metric = run(model, enc, enc.clean.ids, [(path, keep)]).mean()
         metric.backward()
     delta = (hidden_corrupt["h"] - got["h"].detach())[..., neuron]
     # mean over examples of sum over positions of delta * d(metric_e)/dh = sum of delta * d(mean metric)/dh
@@ -140,7 +140,7 @@ def test_a_malformed_task_file_writes_nothing(loaded, tiny_dir, tmp_path):
     bad = write_task(tmp_path / "bad.jsonl", EXAMPLES[:2] + [("The capital of France is", "The capital of the United Kingdom is", " Paris", " London")])
     store = MemoryStore()
     with pytest.raises(ConfigError, match=r"bad.jsonl:3: .*length"):
-        ingest(store, IngestConfig(model=str(tiny_dir), name="tiny", tasks=(bad,), device="cpu"), loaded=loaded)
+        ingest(store, IngestConfig.of(str(tiny_dir), name="tiny", tasks=(bad,), device="cpu"), loaded=loaded)
     assert store.nodes(schema.RUN).height == 0 and store.nodes(schema.MODEL).height == 0
     assert store.nodes(schema.TOKEN).height == 0
 
@@ -169,7 +169,7 @@ def test_head_to_logits_edge_equals_a_direct_recomputation(stored, loaded):
     d_head = model.config.hidden_size // model.config.num_attention_heads
     w_o = model.get_submodule(f"model.layers.{layer}.self_attn.o_proj").weight[:, head * d_head:(head + 1) * d_head]
     outputs = [o_proj_input(model, enc, ids, layer)[..., head * d_head:(head + 1) * d_head] @ w_o.T
-               for ids in (enc.clean_ids, enc.corrupt_ids)]
+               for ids in (enc.clean.ids, enc.corrupt.ids)]
     got = {}
 
     def keep(module, args):
@@ -177,7 +177,7 @@ def test_head_to_logits_edge_equals_a_direct_recomputation(stored, loaded):
         got["x"] = args[0]
 
     with torch.enable_grad():
-        run(model, enc, enc.clean_ids, [("model.norm", keep)]).mean().backward()
+        run(model, enc, enc.clean.ids, [("model.norm", keep)]).mean().backward()
     want = float(((outputs[1] - outputs[0]).detach() * got["x"].grad).sum())
     model.zero_grad(set_to_none=True)
     row = store.edges(schema.CAUSES).filter(

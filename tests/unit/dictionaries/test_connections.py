@@ -8,12 +8,13 @@ import pytest
 import torch
 
 from compgraph import schema
-from compgraph.config import IngestConfig
+from compgraph.ingest import IngestConfig
 from compgraph.dictionaries.base import Dictionary
-from compgraph.dictionaries.connections import connection_rows, reaches
-from compgraph.dictionaries.train import save_saelens
+from compgraph.dictionaries.connections import connection_topk, reaches
+from compgraph.dictionaries.saelens import save_saelens
 from compgraph.ingest import ingest
 from compgraph.models import loading
+from compgraph.stages.rows import transcoder_rows
 from compgraph.store.memory import MemoryStore
 
 D = 32
@@ -73,10 +74,13 @@ def as_dict(rows: pl.DataFrame, src_uid: str, dst_uid: str) -> dict[tuple[int, i
 
 def test_weights_are_decoder_rows_dot_gain_folded_encoder_columns(loaded):
     first, second = pair()
-    rows, reached = connection_rows(loaded.model, loaded.adapter, ("T0", first), [("T0", first), ("T1", second)], K)
+    targets = [("T0", first), ("T1", second)]
+    top = connection_topk(loaded.model, loaded.adapter, first, [t for _, t in targets], K)
+    rows, reached = transcoder_rows("T0", first, top, targets)
     assert reached == {"T1"} and set(rows["kind"].to_list()) == {"transcoder"}
     assert as_dict(rows, "T0", "T1") == expected()
-    back, reached = connection_rows(loaded.model, loaded.adapter, ("T1", second), [("T0", first)], K)
+    assert connection_topk(loaded.model, loaded.adapter, second, [first], K) is None
+    back, reached = transcoder_rows("T1", second, None, [("T0", first)])
     assert back.height == 0 and reached == set()
 
 
@@ -95,7 +99,7 @@ def test_the_stage_writes_exactly_the_expected_edges(loaded, tiny_dir, tmp_path)
     first, second = pair()
     paths = [save_saelens(first, tmp_path / "tc0"), save_saelens(second, tmp_path / "tc1")]
     store = MemoryStore()
-    report = ingest(store, IngestConfig(model=str(tiny_dir), name="tiny", extract=("features",),
+    report = ingest(store, IngestConfig.of(str(tiny_dir), name="tiny", extract=("features",),
                                         dictionaries=tuple(map(str, paths)), device="cpu", seq_len=16,
                                         max_tokens=256, connections_k=K), loaded=loaded)
     assert [s.status for s in report.stages] == ["complete"] * 3

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from compgraph import kb as kb_module
 from compgraph import schema
-from compgraph.analysis.command import analyse
+from compgraph.cli.analyse import analyse, write_communities
+from compgraph.errors import ConfigError
 from compgraph.analysis.reuse import permutation_test
 from compgraph.store.memory import MemoryStore
 
@@ -198,3 +199,38 @@ def test_empty_graph_rows_are_nan(monkeypatch):
     rows = json.loads(result.stdout)
     assert [(r["nodes"], r["edges"], r["communities"]) for r in rows] == [(0, 0, 0), (0, 0, 0)]
     assert all(r["q"] == "NaN" for r in rows)
+
+
+# ---- --write-back ---------------------------------------------------------------------------------
+
+def component_store(uids: list[str]) -> MemoryStore:
+    store = MemoryStore()
+    store.merge_nodes(schema.HEAD, pl.DataFrame({"uid": uids, "model": ["m"] * len(uids),
+                                                 "layer": [0] * len(uids)}))
+    return store
+
+
+def test_write_back_sets_the_property_on_components():
+    store = component_store(["m/L0/H0", "m/L0/H1"])
+    result = write_communities(store, {"m/L0/H0": 0, "m/L0/H1": 1}, "weights")
+    assert result.updated == 2 and result.created == 0
+    nodes = store.nodes(schema.HEAD).sort("uid")
+    assert nodes["community_weights"].to_list() == [0, 1]
+    assert nodes["layer"].to_list() == [0, 0]  # other properties untouched
+
+
+def test_write_back_with_model_clears_earlier_labels():
+    store = component_store(["m/L0/H0", "m/L0/H1"])
+    write_communities(store, {"m/L0/H0": 3, "m/L0/H1": 4}, "weights")
+    write_communities(store, {"m/L0/H1": 0}, "weights", model="m")
+    nodes = store.nodes(schema.HEAD).sort("uid")
+    assert nodes["community_weights"].to_list() == [None, 0]
+
+
+def test_write_back_refuses_unknown_uids_and_bad_names():
+    store = component_store(["m/L0/H0"])
+    with pytest.raises(ConfigError, match="not components"):
+        write_communities(store, {"m/L0/H0": 0, "m/L9/H9": 1}, "w")
+    assert "community_w" not in store.nodes(schema.HEAD).columns
+    with pytest.raises(ConfigError, match="community name"):
+        write_communities(store, {"m/L0/H0": 0}, "bad name")

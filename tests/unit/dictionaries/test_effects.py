@@ -3,20 +3,12 @@ MLP modules (nothing from compgraph's hooks or patching computes an expected val
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-from types import SimpleNamespace
-
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "effects"))
-from test_patching import build, metric, one_thread, task  # noqa: E402, F401 (one_thread: autouse)
-
-from compgraph import schema  # noqa: E402
-from compgraph.dictionaries.base import Dictionary  # noqa: E402
-from compgraph.dictionaries.effects import feature_attribution, feature_effect_frames, feature_patching  # noqa: E402
-from compgraph.dictionaries.train import save_saelens  # noqa: E402
+from compgraph.dictionaries.base import Dictionary
+from compgraph.dictionaries.effects import feature_attribution, feature_patching
+from tests.helpers.effects import batch, effects_model, metric, one_thread, task  # noqa: F401 (one_thread: autouse)
 
 WIDTH, K = 16, 4
 
@@ -38,7 +30,7 @@ def by_hand(dic: Dictionary, x: torch.Tensor) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def llama():
-    return build("llama")
+    return effects_model("llama")
 
 
 def modules(model, kind: str):
@@ -92,7 +84,7 @@ def test_attribution_is_delta_f_times_decoder_row_dot_gradient(llama, kind, abla
     target = by_hand(dic, plain_run(model, t["corrupt_ids"], t, kind)[1]["x"]) if ablation == "corrupt" \
         else torch.zeros_like(f)
     want = ((target - f) * (grad @ dic.W_dec.T)).sum((0, 1)) / t["clean_ids"].shape[0]
-    got = feature_attribution(model, adapter, dic, **t, metric=metric, ablation=ablation)
+    got = feature_attribution(model, adapter, dic, batch(t), metric, ablation=ablation)
     assert got["component"].to_list() == ["feature"] * WIDTH and got["index"].to_list() == list(range(WIDTH))
     torch.testing.assert_close(torch.tensor(got["effect"].to_list(), dtype=torch.float64), want, rtol=1e-9, atol=1e-10)
     clean = m.mean()
@@ -114,7 +106,7 @@ def test_activation_patching_swaps_one_feature_and_keeps_the_error(llama, kind):
     for j in features:
         shift = (f_corrupt - f)[..., j, None] * dic.W_dec[j]
         want.append(float(plain_run(model, t["clean_ids"], t, kind, shift=shift)[0].mean() - clean.mean()))
-    got = feature_patching(model, adapter, dic, features, **t, metric=metric)
+    got = feature_patching(model, adapter, dic, features, batch(t), metric)
     assert got["index"].to_list() == features
     assert got["effect"].to_list() == pytest.approx(want, rel=1e-9, abs=1e-12)
 
@@ -123,24 +115,6 @@ def test_an_unchanged_feature_leaves_the_run_exactly_as_it_was(llama):
     model, adapter = llama
     t = task()
     t["corrupt_ids"] = t["clean_ids"]
-    got = feature_patching(model, adapter, coder("sae", model.config.hidden_size), list(range(WIDTH)), **t,
-                           metric=metric)
+    got = feature_patching(model, adapter, coder("sae", model.config.hidden_size), list(range(WIDTH)), batch(t),
+                           metric)
     assert got["effect"].to_list() == [0.0] * WIDTH
-
-
-def test_frames_for_the_effects_stage(llama, tmp_path):
-    model, adapter = llama
-    t = task()
-    dic = coder("transcoder", model.config.hidden_size)
-    folder = save_saelens(dic, tmp_path / "tc")
-    enc = SimpleNamespace(**t)
-    frames = feature_effect_frames(model, adapter, model_name="m", spec=str(folder), task_name="toy",
-                                   metric_name="logit_diff", enc=enc, metric=metric)
-    (kind, nodes), = frames.nodes
-    (rel, rows), = frames.edges
-    uid = schema.dictionary_uid("m", "tc", "mlp_in", 0)
-    assert kind == schema.FEATURE and rel == schema.AFFECTS
-    assert nodes["uid"].to_list() == rows["src"].to_list() == [schema.feature_uid(uid, j) for j in range(WIDTH)]
-    assert set(rows["dst"].to_list()) == {schema.task_uid("toy")} and set(rows["method"].to_list()) == {"attribution"}
-    want = feature_attribution(model, adapter, dic, **t, metric=metric)
-    assert rows["effect"].to_list() == pytest.approx(want["effect"].to_list(), rel=1e-5, abs=1e-9)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 
 import json
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from compgraph.effects import tasks as T
+from compgraph.data import tasks as T
 from compgraph.errors import ConfigError
 
 EXPECTED_TASKS = {"induction", "ioi", "greater_than", "capitals", "colored_objects", "copying", "athlete_sport"}
@@ -169,13 +168,13 @@ def test_a_users_file_loads_and_pads_on_the_left(tmp_path):
     assert task.examples[0].extra == {"note": "kept"} and task.examples[1].line == 2
     tok = WordTokenizer(bos=1)
     enc = T.encode_task(task, tok)
-    assert enc.clean_ids.shape == enc.corrupt_ids.shape == (2, 5)  # BOS + 4 words, BOS + 2 words
-    assert enc.lengths.tolist() == [5, 3]
-    assert enc.attention_mask.tolist() == [[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]]
-    assert enc.position_ids.tolist() == [[0, 1, 2, 3, 4], [0, 0, 0, 1, 2]]
-    assert enc.clean_ids[1, :2].tolist() == [enc.pad_id, enc.pad_id] == [0, 0]
-    assert enc.clean_ids[1, 2:].tolist() == tok("p q")["input_ids"]
-    assert enc.corrupt_ids[1, 2:].tolist() == tok("r s")["input_ids"]
+    assert enc.clean.ids.shape == enc.corrupt.ids.shape == (2, 5)  # BOS + 4 words, BOS + 2 words
+    assert enc.clean.attention_mask.sum(1).tolist() == [5, 3]
+    assert enc.clean.attention_mask.tolist() == [[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]]
+    assert enc.clean.position_ids.tolist() == [[0, 1, 2, 3, 4], [0, 0, 0, 1, 2]]
+    assert enc.clean.ids[1, :2].tolist() == [0, 0]
+    assert enc.clean.ids[1, 2:].tolist() == tok("p q")["input_ids"]
+    assert enc.corrupt.ids[1, 2:].tolist() == tok("r s")["input_ids"]
     assert enc.answer_ids.tolist() == [tok(" x", add_special_tokens=False)["input_ids"][0],
                                        tok(" u", add_special_tokens=False)["input_ids"][0]]
 
@@ -221,8 +220,8 @@ def test_shipped_task_encodes_under_smollm2(smollm2_tokenizer, name):
     task = T.load_task(name)
     assert task.path == T.tasks_dir() / f"{name}.jsonl" and task.source and task.licence
     enc = T.encode_task(task, tok)
-    assert len(enc) == len(task) and (enc.clean_ids != enc.corrupt_ids).any(dim=1).all()
-    assert ((enc.clean_ids == enc.corrupt_ids) | (enc.attention_mask == 1)).all()  # same padding
+    assert len(enc) == len(task) and (enc.clean.ids != enc.corrupt.ids).any(dim=1).all()
+    assert ((enc.clean.ids == enc.corrupt.ids) | (enc.clean.attention_mask == 1)).all()  # same padding
     assert len({e.clean for e in task.examples}) == len(task)
     for i, ex in enumerate(task.examples):  # the answer is the natural next token of the prompt
         clean = tok(ex.clean)["input_ids"]
@@ -238,8 +237,10 @@ def test_a_copied_task_file_works_like_the_shipped_one(smollm2_tokenizer, tmp_pa
     mine = T.load_task(copy)
     assert (mine.name, mine.metric, mine.description) == ("my_ioi", "logit_diff", "")
     a, b = T.encode_task(shipped, smollm2_tokenizer), T.encode_task(mine, smollm2_tokenizer)
-    for key in ("clean_ids", "corrupt_ids", "attention_mask", "position_ids", "answer_ids", "wrong_ids"):
-        assert torch.equal(getattr(a, key), getattr(b, key)), key
+    for side in ("clean", "corrupt"):
+        for x, y in zip(getattr(a, side), getattr(b, side)):
+            assert torch.equal(x, y), side
+    assert torch.equal(a.answer_ids, b.answer_ids) and torch.equal(a.wrong_ids, b.wrong_ids)
 
 
 # --------------------------------------------------------------------------- real model
@@ -249,8 +250,8 @@ def _last_logits(model, enc, ids, batch=50):
     out = []
     for s in range(0, len(enc), batch):
         sl = slice(s, s + batch)
-        logits = model(input_ids=ids[sl], attention_mask=enc.attention_mask[sl],
-                       position_ids=enc.position_ids[sl], logits_to_keep=1).logits
+        logits = model(input_ids=ids[sl], attention_mask=enc.clean.attention_mask[sl],
+                       position_ids=enc.clean.position_ids[sl], logits_to_keep=1).logits
         out.append(logits[:, -1:, :])
     return torch.cat(out)
 
@@ -267,17 +268,15 @@ def test_smollm2_on_every_shipped_task(capsys):
     with torch.no_grad():
         for name in T.shipped_tasks():
             full = T.encode_task(T.load_task(name), lm.tokenizer)
-            keep = slice(0, FIRST_N)  # every example is encoded and checked; the first ones are run
-            enc = dataclasses.replace(full, **{f: getattr(full, f)[keep] for f in (
-                "clean_ids", "corrupt_ids", "attention_mask", "position_ids", "answer_ids", "wrong_ids", "lengths")})
-            clean = _last_logits(lm.model, enc, enc.clean_ids)
-            corrupt = _last_logits(lm.model, enc, enc.corrupt_ids)
+            enc = full.rows(torch.arange(min(FIRST_N, len(full))))  # every example is checked; the first ones run
+            clean = _last_logits(lm.model, enc, enc.clean.ids)
+            corrupt = _last_logits(lm.model, enc, enc.corrupt.ids)
             d_clean = T.logit_diff(clean, enc.answer_ids, enc.wrong_ids)
             d_corrupt = T.logit_diff(corrupt, enc.answer_ids, enc.wrong_ids)
             results[name] = ((d_clean > 0).float().mean().item(), d_clean.mean().item(), d_corrupt.mean().item())
             if name == "ioi":  # a left-padded row computes what the unpadded prompt does
-                for i in torch.argsort(enc.lengths)[:2].tolist():
-                    row = enc.clean_ids[i, enc.attention_mask[i] == 1].unsqueeze(0)
+                for i in torch.argsort(enc.clean.attention_mask.sum(1))[:2].tolist():
+                    row = enc.clean.ids[i, enc.clean.attention_mask[i] == 1].unsqueeze(0)
                     alone = lm.model(input_ids=row).logits[0, -1]
                     assert torch.allclose(alone, clean[i, -1], atol=1e-3), i
     with capsys.disabled():

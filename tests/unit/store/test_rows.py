@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 
 from compgraph import schema
-from compgraph.errors import ConfigError
+from compgraph.errors import ConfigError, QueryError
 from compgraph.store import cypher
 from compgraph.store.rows import edge_rows, node_rows, to_frame
 
@@ -53,7 +53,7 @@ def test_edge_rows_identity_includes_key():
 
 def test_identifiers_only_from_vocabulary():
     assert cypher.ident("Neuron") == "Neuron"
-    with pytest.raises(ValueError):
+    with pytest.raises(QueryError):
         cypher.ident("Neuron) DETACH DELETE (n")
     assert "$rows" in cypher.merge_edges(schema.DECODES_TO)
 

@@ -12,12 +12,11 @@ import torch.nn.functional as F
 import yaml
 from safetensors.torch import save_file
 
-from compgraph.dictionaries.base import Dictionary, apply_activation, check_against
+from compgraph.dictionaries.base import check_against
 from compgraph.dictionaries.readers import (
     detect_format,
     read_circuit_tracer,
     read_dictionary,
-    read_saelens,
     read_sparsify,
 )
 from compgraph.errors import ConfigError
@@ -417,23 +416,7 @@ def test_check_against(tmp_path):
     _one_line_error(e, str(tmp_path / "sae"), f"input width {D}", "resid_post width 576", "layer 6")
 
 
-# ------------------------------------------------------------------ activation semantics, known answers
-
-
-def _identity_dictionary(activation, *, k=None, threshold=None, subtract_b_dec=False, b_dec=None):
-    n = 5
-    return Dictionary(kind="sae", site="resid_post", layer=0, activation=activation, k=k, threshold=threshold,
-                      W_enc=torch.eye(n), b_enc=torch.zeros(n), W_dec=torch.eye(n),
-                      b_dec=torch.zeros(n) if b_dec is None else b_dec, subtract_b_dec=subtract_b_dec)
-
-
-def test_jumprelu_known_answer():
-    pre = torch.tensor([[0.5, -1.0, 2.0, 0.25, 0.0625]])
-    t = torch.tensor([0.375, -2.0, 2.0, 0.125, 0.125])
-    # pre * (pre > t): strict inequality (2.0 at threshold 2.0 is off), negative thresholds pass negatives
-    assert apply_activation(pre, "jumprelu", threshold=t).tolist() == [[0.5, -1.0, 0.0, 0.25, 0.0]]
-    d = _identity_dictionary("jumprelu", threshold=t)
-    assert d.encode(pre).tolist() == [[0.5, -1.0, 0.0, 0.25, 0.0]]
+# ------------------------------------------------------------------ activation semantics, read from a file
 
 
 def test_saelens_jumprelu_negative_threshold_known_answer(tmp_path):
@@ -444,23 +427,6 @@ def test_saelens_jumprelu_negative_threshold_known_answer(tmp_path):
     [d] = read_dictionary(tmp_path / "sae")
     x = torch.tensor([[0.5, -1.0, 2.0, 0.25, 0.0625]])
     assert d.encode(x).tolist() == [[0.5, 0.0, 0.0, 0.25, 0.0]]  # SAELens: ReLU before the mask
-
-
-def test_topk_known_answers():
-    pre = torch.tensor([[3.0, -1.0, 5.0, 2.0, -4.0]])
-    assert apply_activation(pre, "topk", k=2).tolist() == [[3.0, 0.0, 5.0, 0.0, 0.0]]
-    few = torch.tensor([[1.0, -1.0, -2.0, 2.0, -5.0]])  # only two positive: k=3 keeps no negative
-    assert apply_activation(few, "topk", k=3).tolist() == [[1.0, 0.0, 0.0, 2.0, 0.0]]
-    assert apply_activation(few, "topk_raw", k=3).tolist() == [[1.0, -1.0, 0.0, 2.0, 0.0]]
-    assert apply_activation(few, "relu").tolist() == [[1.0, 0.0, 0.0, 2.0, 0.0]]
-
-
-def test_subtract_b_dec_known_answer():
-    b = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0])
-    d = _identity_dictionary("relu", subtract_b_dec=True, b_dec=b)
-    x = torch.tensor([[3.0, 0.5, 1.0, -2.0, 2.0]])
-    assert d.encode(x).tolist() == [[2.0, 0.0, 0.0, 0.0, 1.0]]
-    assert d.decode(d.encode(x)).tolist() == [[3.0, 1.0, 1.0, 1.0, 2.0]]
 
 
 def test_hub_id_read_from_local_cache_only(tmp_path, monkeypatch):

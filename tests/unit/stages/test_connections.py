@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from compgraph import schema
-from compgraph.config import IngestConfig
+from compgraph.ingest import IngestConfig
 from compgraph.ingest import ingest
 from compgraph.models import loading
 from compgraph.store.memory import MemoryStore
 
-from conftest import TINY
+from tests.helpers.models import TINY
 
 K = 3
 
@@ -22,7 +22,7 @@ K = 3
 def stored(tiny_dir):
     loaded = loading.load(str(tiny_dir), device="cpu")
     store = MemoryStore()
-    report = ingest(store, IngestConfig(model=str(tiny_dir), name="tiny", extract=("connections",), device="cpu",
+    report = ingest(store, IngestConfig.of(str(tiny_dir), name="tiny", extract=("connections",), device="cpu",
                                         connections_k=K), loaded=loaded)
     assert report.stage("connections").shards_written == ["nodes", "L0", "L1"]
     return loaded, store

@@ -8,37 +8,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-import transformers as T
-from test_adapters import CONFIGS, D, F, H, L, V
-
-from compgraph.models import weights
+from compgraph.errors import HookError
+from compgraph.models import params
 from compgraph.models.adapters import registry
 from compgraph.models.adapters.base import Adapter, Tap
 from compgraph.models.hooks import capture, overwrite
+from tests.helpers.models import CONFIGS, D, F, H, HOOK_CASES, V, hook_model, random_model
 
-CASES = {
-    **CONFIGS,  # gpt_neox there has use_parallel_residual=True (the default)
-    "gpt_neox_seq": lambda: T.GPTNeoXConfig(vocab_size=V, hidden_size=D, intermediate_size=F, num_hidden_layers=L,
-                                            num_attention_heads=H, use_parallel_residual=False),
-    # n_heads * d_head = 48 != d_model: widths must come from the config
-    "gemma3_wide": lambda: T.Gemma3TextConfig(vocab_size=V, hidden_size=D, intermediate_size=F, num_hidden_layers=L,
-                                              num_attention_heads=H, num_key_value_heads=2, head_dim=12),
-}
 FUSED = ["gpt2", "gpt_neox", "gpt_neox_seq"]
-
-
-def build(case: str, attn: str = "eager"):
-    torch.manual_seed(0)
-    config = CASES[case]()
-    config._attn_implementation = attn
-    adapter = registry.adapter_for(config.model_type)
-    cls = T.AutoModelForCausalLM if adapter.causal else T.AutoModel
-    model = cls.from_config(config).eval()
-    with torch.no_grad():  # randomise norms and biases so gains, offsets and biases matter
-        for p in model.parameters():
-            if p.ndim == 1:
-                p.add_(torch.randn_like(p) * 0.3)
-    return model, adapter
 
 
 def out(result) -> torch.Tensor:
@@ -57,7 +34,7 @@ def sites_of(model, adapter: Adapter, layer: int) -> list:
 
 
 def sub(model, adapter: Adapter, layer: int, path: str) -> torch.nn.Module:
-    return weights.layer_module(model, adapter, layer, path)
+    return params.layer_module(model, adapter, layer, path)
 
 
 def parent(path: str) -> str:
@@ -97,9 +74,9 @@ def qkv_slices(full: torch.Tensor, adapter: Adapter, n_heads: int, d_head: int) 
 
 # --- (a) identity overwrites ----------------------------------------------------------------
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", list(HOOK_CASES))
 def test_overwriting_every_site_with_its_own_value_changes_nothing(case):
-    model, adapter = build(case)
+    model, adapter = hook_model(case)
     sites = sites_of(model, adapter, 1)
     with torch.no_grad(), capture(model, adapter, sites) as got:
         base = out(model(ids()))
@@ -119,11 +96,11 @@ def test_overwriting_every_site_with_its_own_value_changes_nothing(case):
         torch.testing.assert_close(patched, base, rtol=0, atol=1e-6, msg=str(site))
 
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", list(HOOK_CASES))
 def test_patching_the_residual_from_another_input_reproduces_its_output(case):
     """Every position of resid_* at layer 0 from run B: the rest of the model is run B's,
     which fails if an overwrite misses the residual branch (resid_mid is written in place)."""
-    model, adapter = build(case)
+    model, adapter = hook_model(case)
     names = ["resid_pre", "resid_post"] + ([] if adapter.is_parallel(model.config) else ["resid_mid"])
     with torch.no_grad(), capture(model, adapter, [(n, 0) for n in names]) as other:
         want = out(model(ids(2)))
@@ -134,7 +111,7 @@ def test_patching_the_residual_from_another_input_reproduces_its_output(case):
 
 
 def test_capture_outside_an_in_place_overwrite_keeps_the_value_before_it():
-    model, adapter = build("gpt2")
+    model, adapter = hook_model("gpt2")
     site = ("resid_mid", 1)
     with torch.no_grad(), capture(model, adapter, [site]) as clean:
         model(ids())
@@ -146,8 +123,8 @@ def test_capture_outside_an_in_place_overwrite_keeps_the_value_before_it():
 
 @pytest.mark.parametrize("case", ["llama", "gpt2", "gpt_neox", "gemma3_wide"])
 def test_zeroing_one_head_per_head_equals_zeroing_its_slice_flat(case):
-    model, adapter = build(case)
-    n_heads, _, d_head = weights.head_dims(model.config)
+    model, adapter = hook_model(case)
+    n_heads, _, d_head = params.head_dims(model.config)
 
     def zero_head(z):
         z = z.clone()
@@ -170,15 +147,15 @@ def test_zeroing_one_head_per_head_equals_zeroing_its_slice_flat(case):
 
 # --- (b) heads through W_O ------------------------------------------------------------------
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", list(HOOK_CASES))
 def test_head_outputs_through_canonical_W_O_sum_to_attn_out(case):
-    model, adapter = build(case)
-    n_heads, _, d_head = weights.head_dims(model.config)
+    model, adapter = hook_model(case)
+    n_heads, _, d_head = params.head_dims(model.config)
     with torch.no_grad(), capture(model, adapter, [("attn_head_z", 1), ("attn_out", 1)]) as got:
         model(ids())
     z, attn_out = got[("attn_head_z", 1)][0], got[("attn_out", 1)][0]
     assert z.shape == (2, 7, n_heads, d_head)
-    W_O = weights.attention(model, adapter, 1).W_O
+    W_O = params.attention(model, adapter, 1).W_O
     bias = sub(model, adapter, 1, adapter.o).bias
     per_head = torch.einsum("bphd,hdm->bphm", z, W_O)
     torch.testing.assert_close(per_head.sum(2) + (0 if bias is None else bias), attn_out, rtol=0, atol=1e-5)
@@ -188,8 +165,8 @@ def test_head_outputs_through_canonical_W_O_sum_to_attn_out(case):
 
 def _oracle_tensors(model, adapter: Adapter, r: Retain, layer: int) -> None:
     """Plain hooks on the modules the grad test's sites live in (from the adapter's fields)."""
-    r.output("embed", weights.module(model, adapter.embed))
-    r.input("resid_pre", weights.module(model, f"{adapter.layers}.{layer}"))
+    r.output("embed", params.module(model, adapter.embed))
+    r.input("resid_pre", params.module(model, f"{adapter.layers}.{layer}"))
     if adapter.qkv_layout == "separate":
         for name in "qkv":
             r.output(name, sub(model, adapter, layer, getattr(adapter, name)))
@@ -206,12 +183,12 @@ def _oracle_tensors(model, adapter: Adapter, r: Retain, layer: int) -> None:
     r.output("mlp_out", sub(model, adapter, layer, adapter.mlp_out or "mlp"))
 
 
-@pytest.mark.parametrize("case, frozen", [(c, False) for c in CASES] + [(c, True) for c in ("llama", "gpt2", "bert")],
-                         ids=[*CASES, "llama-frozen", "gpt2-frozen", "bert-frozen"])
+@pytest.mark.parametrize("case, frozen", [(c, False) for c in HOOK_CASES] + [(c, True) for c in ("llama", "gpt2", "bert")],
+                         ids=[*HOOK_CASES, "llama-frozen", "gpt2-frozen", "bert-frozen"])
 def test_capture_grad_equals_autograd(case, frozen):
     """Frozen: parameters without grad, so the graph starts at the first captured tensor."""
-    model, adapter = build(case)
-    n_heads, n_kv, d_head = weights.head_dims(model.config)
+    model, adapter = hook_model(case)
+    n_heads, n_kv, d_head = params.head_dims(model.config)
     parallel = adapter.is_parallel(model.config)
     probe = torch.randn(2, 7, out(model(ids())).shape[-1], generator=torch.Generator().manual_seed(3))
 
@@ -239,7 +216,7 @@ def test_capture_grad_equals_autograd(case, frozen):
 
 
 def test_capture_grad_on_a_tuple_site():
-    model, adapter = build("mixtral")
+    model, adapter = hook_model("mixtral")
     probe = torch.randn(2, 7, V, generator=torch.Generator().manual_seed(3))
     with capture(model, adapter, [("experts_in", 1)], grad=True) as acts:
         scalar = (out(model(ids())) * probe).sum()
@@ -253,14 +230,14 @@ def test_capture_grad_on_a_tuple_site():
 
 
 def test_capture_grad_refuses_no_grad_mode():
-    model, adapter = build("llama")
-    with pytest.raises(RuntimeError, match="needs autograd"), torch.no_grad(), \
+    model, adapter = hook_model("llama")
+    with pytest.raises(HookError, match="needs autograd"), torch.no_grad(), \
             capture(model, adapter, [("q", 0)], grad=True):
         model(ids())
 
 
 def test_default_capture_detaches_and_keeps_one_value_per_call():
-    model, adapter = build("llama")
+    model, adapter = hook_model("llama")
     with capture(model, adapter, [("attn_z", 0), ("q", 1)]) as got:
         model(ids(1))
         model(ids(2))
@@ -282,25 +259,25 @@ def _bias(model, adapter: Adapter, part: int, n_heads: int, n_kv: int, d_head: i
     return bias.view(n_heads, 3, d_head)[:, part]
 
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", list(HOOK_CASES))
 def test_qkv_equal_normed_input_times_canonical_weights(case):
-    model, adapter = build(case)
-    n_heads, n_kv, d_head = weights.head_dims(model.config)
+    model, adapter = hook_model(case)
+    n_heads, n_kv, d_head = params.head_dims(model.config)
     with torch.no_grad(), Retain() as r, capture(model, adapter, [("q", 1), ("k", 1), ("v", 1)]) as got:
         r.input("x", sub(model, adapter, 1, adapter.q))
         model(ids())
-    x, attn = r.got["x"], weights.attention(model, adapter, 1)
+    x, attn = r.got["x"], params.attention(model, adapter, 1)
     for part, (name, W) in enumerate(zip("qkv", (attn.W_Q, attn.W_K, attn.W_V))):
         want = torch.einsum("bpm,hmd->bphd", x, W) + _bias(model, adapter, part, n_heads, n_kv, d_head)
         assert got[(name, 1)][0].shape == (2, 7, n_heads if name == "q" else n_kv, d_head)
         torch.testing.assert_close(got[(name, 1)][0], want, rtol=0, atol=1e-5, msg=name)
 
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", list(HOOK_CASES))
 def test_pattern_times_v_of_kv_head_h_over_group_gives_head_output(case):
     """The documented GQA mapping: query head h reads KV head h // (n_heads // n_kv_heads)."""
-    model, adapter = build(case)
-    n_heads, n_kv, _ = weights.head_dims(model.config)
+    model, adapter = hook_model(case)
+    n_heads, n_kv, _ = params.head_dims(model.config)
     with torch.no_grad(), capture(model, adapter, [("pattern", 1), ("v", 1), ("attn_head_z", 1)]) as got:
         model(ids())
     pattern, v, z = (got[(n, 1)][0] for n in ("pattern", "v", "attn_head_z"))
@@ -311,20 +288,20 @@ def test_pattern_times_v_of_kv_head_h_over_group_gives_head_output(case):
 
 
 def test_pattern_is_capture_only_and_needs_eager_attention():
-    model, adapter = build("llama")
+    model, adapter = hook_model("llama")
     with pytest.raises(ValueError, match="cannot be overwritten"):
         with overwrite(model, adapter, ("pattern", 0), lambda p: p):
             pass
-    model, adapter = build("llama", attn="sdpa")
+    model, adapter = hook_model("llama", attn="sdpa")
     with pytest.raises(ValueError, match="eager"), capture(model, adapter, [("pattern", 0)]):
         pass
 
 
 # --- (e) resid_mid --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", list(HOOK_CASES))
 def test_resid_mid_is_resid_pre_plus_attention_contribution(case):
-    model, adapter = build(case)
+    model, adapter = hook_model(case)
     names = ("resid_pre", "attn_out", "resid_mid", "resid_post", "mlp_out")
     if adapter.is_parallel(model.config):
         with pytest.raises(ValueError, match="parallel attention and MLP"):
@@ -334,7 +311,7 @@ def test_resid_mid_is_resid_pre_plus_attention_contribution(case):
     with torch.no_grad(), capture(model, adapter, [(n, 1) for n in names]) as got:
         model(ids())
     pre, attn_out, mid, post, mlp_out = (got[(n, 1)][0] for n in names)
-    layer = weights.module(model, f"{adapter.layers}.1")
+    layer = params.module(model, f"{adapter.layers}.1")
     with torch.no_grad():
         if adapter.name == "gemma3":  # sandwich norms: attention's output is normed before it is added
             contribution = layer.post_attention_layernorm(attn_out)
@@ -349,8 +326,8 @@ def test_resid_mid_is_resid_pre_plus_attention_contribution(case):
 
 
 def test_parallel_residual_is_read_from_the_config():
-    assert build("gpt_neox")[1].is_parallel(build("gpt_neox")[0].config)
-    model, adapter = build("gpt_neox_seq")
+    assert hook_model("gpt_neox")[1].is_parallel(hook_model("gpt_neox")[0].config)
+    model, adapter = hook_model("gpt_neox_seq")
     assert not adapter.is_parallel(model.config) and not registry.adapter_for("llama").is_parallel(model.config)
 
 
@@ -358,8 +335,8 @@ def test_parallel_residual_is_read_from_the_config():
 
 @pytest.mark.parametrize("case", FUSED)
 def test_patching_q_on_a_fused_layout_rewrites_only_q(case):
-    model, adapter = build(case)
-    n_heads, _, d_head = weights.head_dims(model.config)
+    model, adapter = hook_model(case)
+    n_heads, _, d_head = params.head_dims(model.config)
     fused = sub(model, adapter, 1, adapter.q)
     sites = [(n, 1) for n in "qkv"]
     with torch.no_grad(), Retain() as r, capture(model, adapter, sites) as before:
@@ -386,8 +363,8 @@ def test_patching_q_on_a_fused_layout_rewrites_only_q(case):
 # --- binding arguments, tables, refusals ----------------------------------------------------
 
 def test_input_sites_bind_the_named_argument_passed_by_keyword():
-    model, adapter = build("llama")
-    layer = weights.module(model, f"{adapter.layers}.0")
+    model, adapter = hook_model("llama")
+    layer = params.module(model, f"{adapter.layers}.0")
     x = torch.randn(1, 5, D)
     rotary = model.model.rotary_emb(x, torch.arange(5)[None])
     with torch.no_grad():
@@ -423,7 +400,7 @@ def test_registry_refuses_unknown_site_names():
 
 
 def test_bad_sites_are_refused_with_the_reason():
-    model, adapter = build("mixtral")
+    model, adapter = hook_model("mixtral")
     for site, match in [(("mlp_hidden", 0), "does not exist in a moe model"), (("q", None), "needs a layer"),
                         (("embed", 0), "has no layer")]:
         with pytest.raises(ValueError, match=match), capture(model, adapter, [site]):
@@ -431,3 +408,60 @@ def test_bad_sites_are_refused_with_the_reason():
     with pytest.raises(ValueError, match="shape"), torch.no_grad(), \
             overwrite(model, adapter, ("q", 0), lambda q: q.flatten(-2)):
         model(ids())
+
+
+# --- the mlp_in site (the MLP's input after its norm), against the norm module applied to its residual ---
+
+@pytest.mark.parametrize("case", list(HOOK_CASES))
+def test_mlp_in_is_the_pre_mlp_norm_of_the_residual_it_reads(case):
+    model, adapter = hook_model(case)
+    parallel = adapter.is_parallel(model.config)
+    read = "resid_pre" if parallel else "resid_mid"
+    with torch.no_grad(), capture(model, adapter, [(read, 1), ("mlp_in", 1)]) as got:
+        model(ids())
+    resid, mlp_in = got[(read, 1)][0], got[("mlp_in", 1)][0]
+    assert mlp_in.shape == resid.shape
+    if adapter.name == "bert":  # post-norm: the MLP reads resid_mid as it is (already normed)
+        torch.testing.assert_close(mlp_in, resid, rtol=0, atol=0)
+        return
+    with torch.no_grad():
+        want = sub(model, adapter, 1, adapter.mlp_norm)(resid)
+    torch.testing.assert_close(mlp_in, want, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["llama", "gpt2"])
+def test_overwriting_mlp_in_feeds_the_mlp_and_leaves_the_residual(case):
+    model, adapter = hook_model(case)
+    mlp = params.module(model, f"{adapter.layers}.1.mlp")
+    x = torch.randn(2, 7, model.config.hidden_size, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad(), overwrite(model, adapter, ("mlp_in", 1), lambda v: x), \
+            capture(model, adapter, [("mlp_out", 1), ("resid_mid", 1)]) as patched:
+        model(ids())
+    with torch.no_grad(), capture(model, adapter, [("resid_mid", 1)]) as clean:
+        model(ids())
+        want = mlp(x)
+    torch.testing.assert_close(patched[("mlp_out", 1)][0], want, rtol=0, atol=1e-6)
+    assert torch.equal(patched[("resid_mid", 1)][0], clean[("resid_mid", 1)][0])
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_hooks_read_and_overwrite(name):
+    model, adapter = random_model(name)
+    ids = torch.randint(1, V, (2, 7))
+    sites = [("resid_pre", 1), ("attn_z", 0)]
+    if not adapter.is_moe:
+        sites += [("mlp_hidden", 1), ("mlp_pre_act", 0)]
+    with torch.no_grad(), capture(model, adapter, sites) as got:
+        base = model(ids)
+    n_heads, _, d_head = params.head_dims(model.config)
+    assert got[("attn_z", 0)][0].shape[-1] == n_heads * d_head
+    if not adapter.is_moe:
+        assert got[("mlp_hidden", 1)][0].shape[-1] == F
+    out = base.logits if hasattr(base, "logits") else base.last_hidden_state
+    with torch.no_grad(), overwrite(model, adapter, ("attn_z", 0), torch.zeros_like):
+        ablated = model(ids)
+    changed = ablated.logits if hasattr(ablated, "logits") else ablated.last_hidden_state
+    assert not torch.allclose(out, changed)
+    with torch.no_grad():
+        again = model(ids)
+    assert torch.allclose(out, again.logits if hasattr(again, "logits") else again.last_hidden_state)

@@ -1,0 +1,178 @@
+"""Activation patching against the definitions, recomputed here with plain torch hooks.
+
+The oracles (:mod:`tests.helpers.effects`) hook the modules named by the adapter's fields
+(o projection, MLP out projection, experts module, embedding) with
+``register_forward_(pre_)hook`` and compute every patch themselves; nothing from
+compgraph.models.hooks or compgraph.effects is used to compute an expected value.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers as T
+
+from compgraph.effects.activation import activation_patching
+from compgraph.effects.attribution import attribution_patching
+from compgraph.effects.components import list_components
+from compgraph.effects.runs import derangement
+from compgraph.errors import ConfigError
+from tests.helpers.effects import (  # noqa: F401 (one_thread: autouse)
+    N, T_, batch, effects_model, metric, one_thread, oracle_effect, run, sample_components, task, vec, vec_rows,
+)
+from tests.helpers.models import D, F, H, V
+
+FAMILIES = ["llama", "gpt2", "gpt_neox", "gemma3_text", "mixtral", "olmoe"]
+
+
+PATCHINGS = [("corrupt", "noising"), ("corrupt", "denoising"), ("zero", "noising"), ("mean", "noising"),
+             ("resample", "noising")]
+# olmoe runs the corrupt/noising case only (its other ablations are the mixtral ones);
+# gemma3_text has no denoising case (covered on four other families)
+CASES = [(family, ablation, direction) for family in FAMILIES for ablation, direction in PATCHINGS
+         if not (family == "olmoe" and (ablation, direction) != ("corrupt", "noising"))
+         and not (family == "gemma3_text" and direction == "denoising")]
+
+
+@pytest.mark.parametrize("family,ablation,direction", CASES)
+def test_activation_patching_equals_definition(family, ablation, direction):
+    model, adapter = effects_model(family)
+    t = task()
+    comps = sample_components(model, adapter)
+    if direction == "denoising":
+        comps = [c for c in comps if c[0] != "expert"]
+    got = activation_patching(model, adapter, batch(t), metric, components=comps, ablation=ablation,
+                              direction=direction, seed=7)
+    want = [oracle_effect(model, adapter, c, ablation, direction, t, seed=7) for c in comps]
+    assert got["component"].to_list() == [c[0] for c in comps]
+    assert max(abs(w) for w in want) > 1e-6  # the patches do something
+    torch.testing.assert_close(vec(got["effect"].to_list()), vec(want),
+                               rtol=1e-5, atol=1e-10)
+    with torch.no_grad():
+        m_clean = run(model, t["clean_ids"], t).mean()
+        m_corrupt = run(model, t["corrupt_ids"], t).mean()
+    torch.testing.assert_close(vec(got["effect_norm"].to_list()),
+                               vec(want) / float(m_corrupt - m_clean),
+                               rtol=1e-5, atol=1e-10)
+    assert set(got["method"]) == {"activation"} and set(got["ablation"]) == {ablation}
+    assert set(got["direction"]) == {direction}
+
+
+def test_hand_computed_patching_on_a_one_layer_gpt2():
+    """The whole forward written out here: embeddings, LayerNorm, causal attention, GELU MLP,
+    tied unembedding; head 1's z and neuron 3 patched by hand."""
+    config = T.GPT2Config(vocab_size=V, n_embd=D, n_layer=1, n_head=H, n_inner=F, bos_token_id=0, eos_token_id=0)
+    model, adapter = effects_model("gpt2", config)
+    t = task()
+    t["attention_mask"] = t["position_ids"] = None
+    p = dict(model.named_parameters())
+    dh = D // H
+
+    def ln(x, name):
+        mu, var = x.mean(-1, keepdim=True), x.var(-1, unbiased=False, keepdim=True)
+        return (x - mu) / torch.sqrt(var + 1e-5) * p[name + ".weight"] + p[name + ".bias"]
+
+    def forward(ids, z_patch=None, hidden_patch=None):
+        pos = torch.arange(T_)
+        h0 = p["transformer.wte.weight"][ids] + p["transformer.wpe.weight"][pos]
+        qkv = ln(h0, "transformer.h.0.ln_1") @ p["transformer.h.0.attn.c_attn.weight"] + \
+            p["transformer.h.0.attn.c_attn.bias"]
+        q, k, v = (x.view(N, T_, H, dh).transpose(1, 2) for x in qkv.split(D, -1))
+        scores = q @ k.transpose(-1, -2) / dh ** 0.5
+        scores = scores.masked_fill(~torch.ones(T_, T_, dtype=torch.bool).tril(), float("-inf"))
+        z = (scores.softmax(-1) @ v).transpose(1, 2)  # [N, T, H, dh]
+        if z_patch is not None:
+            z = z.clone()
+            z[:, :, 1] = z_patch
+        h1 = h0 + z.reshape(N, T_, D) @ p["transformer.h.0.attn.c_proj.weight"] + p["transformer.h.0.attn.c_proj.bias"]
+        pre = ln(h1, "transformer.h.0.ln_2") @ p["transformer.h.0.mlp.c_fc.weight"] + p["transformer.h.0.mlp.c_fc.bias"]
+        hidden = 0.5 * pre * (1 + torch.tanh((2 / torch.pi) ** 0.5 * (pre + 0.044715 * pre ** 3)))
+        if hidden_patch is not None:
+            hidden = hidden.clone()
+            hidden[..., 3] = hidden_patch
+        h2 = h1 + hidden @ p["transformer.h.0.mlp.c_proj.weight"] + p["transformer.h.0.mlp.c_proj.bias"]
+        logits = ln(h2, "transformer.ln_f") @ p["transformer.wte.weight"].T
+        return metric(logits, t["answer_ids"], t["wrong_ids"]), z, hidden
+
+    with torch.no_grad():
+        m_clean, _, _ = forward(t["clean_ids"])
+        _, z_corrupt, h_corrupt = forward(t["corrupt_ids"])
+        head = forward(t["clean_ids"], z_patch=z_corrupt[:, :, 1])[0].mean() - m_clean.mean()
+        neuron = forward(t["clean_ids"], hidden_patch=0.0)[0].mean() - m_clean.mean()
+        denoise_head = forward(t["corrupt_ids"], z_patch=forward(t["clean_ids"])[1][:, :, 1])[0].mean() - \
+            forward(t["corrupt_ids"])[0].mean()
+    with torch.no_grad():
+        assert float(m_clean.mean()) == pytest.approx(float(run(model, t["clean_ids"], t).mean()), rel=1e-9)
+    got = activation_patching(model, adapter, batch(t), metric, components=[("head", 0, 1)])
+    assert got["effect"][0] == pytest.approx(float(head), rel=1e-9)
+    got = activation_patching(model, adapter, batch(t), metric, components=[("neuron", 0, 3)], ablation="zero")
+    assert got["effect"][0] == pytest.approx(float(neuron), rel=1e-9)
+    got = activation_patching(model, adapter, batch(t), metric, components=[("head", 0, 1)], direction="denoising")
+    assert got["effect"][0] == pytest.approx(float(denoise_head), rel=1e-9)
+
+
+@pytest.mark.parametrize("family", ["llama", "mixtral"])
+def test_batched_activation_patching_equals_one_at_a_time(family):
+    model, adapter = effects_model(family)
+    t = task()
+    kinds = ("head", "attn", "mlp", "expert") if adapter.is_moe else ("head", "attn", "mlp")
+    comps = list_components(model, adapter, kinds)
+    if not adapter.is_moe:
+        comps += [("neuron", layer, i) for layer in (0, 1) for i in (0, 17, F - 1)]
+    batched = activation_patching(model, adapter, batch(t), metric, components=comps, batch_tokens=10_000)
+    single = activation_patching(model, adapter, batch(t), metric, components=comps, batch_tokens=N * T_)
+    chunked = activation_patching(model, adapter, batch(t), metric, components=comps, batch_tokens=T_)  # 1 example
+    assert batched.height == single.height == len(comps)
+    assert batched["effect"].to_list() == single["effect"].to_list()  # bit for bit (float64 on the CPU)
+    a, c = vec(batched["effect"].to_list()), vec(chunked["effect"].to_list())
+    torch.testing.assert_close(a, c, rtol=1e-12, atol=1e-13)  # sums over example chunks: another order
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_left_padding_gives_each_example_its_unpadded_effect(family):
+    """Float32. Noising and attribution on a left-padded batch = the mean over examples of
+    each example's effect computed alone without padding; mean ablation averages prompt
+    positions only (pad positions masked out)."""
+    model, adapter = effects_model(family)
+    model = model.float()
+    t = task(pad=True)
+    comps = [("head", 0, 1), ("head", 1, 2), ("mlp", 0, None), ("attn", 1, None), ("neuron", 1, 3)]
+    padded = activation_patching(model, adapter, batch(t), metric, components=comps)
+    padded_att = attribution_patching(model, adapter, batch(t), metric, components=comps)
+    alone, alone_att = [], []
+    for i in range(N):
+        keep = t["attention_mask"][i].bool()
+        one = dict(clean_ids=t["clean_ids"][i, keep][None], corrupt_ids=t["corrupt_ids"][i, keep][None],
+                   answer_ids=t["answer_ids"][i:i + 1], wrong_ids=t["wrong_ids"][i:i + 1])
+        alone.append(activation_patching(model, adapter, batch(one), metric, components=comps)["effect"].to_list())
+        alone_att.append(attribution_patching(model, adapter, batch(one), metric,
+                                              components=comps)["effect"].to_list())
+    torch.testing.assert_close(vec(padded["effect"].to_list()), vec_rows(alone),
+                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(vec(padded_att["effect"].to_list()), vec_rows(alone_att),
+                               rtol=1e-4, atol=1e-5)
+    got = activation_patching(model, adapter, batch(t), metric, components=comps, ablation="mean")
+    want = [oracle_effect(model, adapter, c, "mean", "noising", t) for c in comps]
+    torch.testing.assert_close(vec(got["effect"].to_list()), vec(want),
+                               rtol=1e-4, atol=1e-5)
+
+
+# --- inputs refused -----------------------------------------------------------------------------
+
+def test_bad_requests_are_refused():
+    model, adapter = effects_model("llama")
+    t = task()
+    with pytest.raises(ConfigError, match="denoising"):
+        activation_patching(model, adapter, batch(t), metric, ablation="zero", direction="denoising")
+    with pytest.raises(ConfigError, match="dictionary features"):
+        activation_patching(model, adapter, batch(t), metric, kinds=("feature",))
+    with pytest.raises(ConfigError, match="no experts"):
+        activation_patching(model, adapter, batch(t), metric, kinds=("expert",))
+    with pytest.raises(ConfigError, match="eap-ig"):
+        attribution_patching(model, adapter, batch(t), metric, method="eap-ig", ablation="mean")
+    moe, moe_adapter = effects_model("mixtral")
+    with pytest.raises(ConfigError, match="no dense MLP neurons"):
+        activation_patching(moe, moe_adapter, batch(t), metric, kinds=("neuron",))
+    perm = derangement(5, 0)
+    assert sorted(perm.tolist()) == list(range(5)) and not (perm == torch.arange(5)).any()
+    assert torch.equal(perm, derangement(5, 0))
