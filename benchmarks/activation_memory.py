@@ -25,9 +25,9 @@ def measure(n_tokens: int, memory_gb: float) -> dict:
     import torch
 
     from compgraph.engine.context import Execution, StageContext
-    from compgraph.engine.runner import model_info
-    from compgraph.extract.neurons import NeuronsConfig, NeuronsStage
     from compgraph.models import loading
+    from compgraph.models.info import model_info
+    from compgraph.stages.neurons import NeuronsConfig, NeuronsStage
 
     torch.set_num_threads(2)
     loaded = loading.load("packaged:smollm2", device="cpu")

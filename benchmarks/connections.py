@@ -110,17 +110,17 @@ def main() -> None:
     map_large_allocations()
     only = set(args.only.split(","))
 
-    from compgraph.models import loading, weights
+    from compgraph.models import loading, params
     from compgraph.weights import composition, factors
     from compgraph.weights.virtual import virtual_topk
 
     print(f"load average before loading: {os.getloadavg()}; torch threads {torch.get_num_threads()}")
     t_load, loaded = _timed(lambda: loading.load(args.model, device="cpu"))
     model, adapter = loaded.model, loaded.adapter
-    n_layers = weights.n_layers(model, adapter)
-    n_heads, n_kv, d_head = weights.head_dims(model.config)
+    n_layers = params.n_layers(model, adapter)
+    n_heads, n_kv, d_head = params.head_dims(model.config)
     d_model = model.config.hidden_size
-    d_mlp = weights.mlp_in(model, adapter, 0).shape[0]
+    d_mlp = params.mlp_in(model, adapter, 0).shape[0]
     n_reads = 2 if adapter.gated else 1
     pairs = n_layers * (n_layers - 1) // 2
     print(f"{args.model} loaded in {t_load:.1f} s: {n_layers} layers, {n_heads}/{n_kv} heads x {d_head}, "

@@ -19,7 +19,20 @@ import time
 
 import torch
 
-from compgraph.extract.decode import decode_naive, decode_topk
+from compgraph.extract.decode import Decoded, decode_topk
+
+
+@torch.no_grad()
+def decode_naive(directions: torch.Tensor, unembed: torch.Tensor, k: int, *,
+                 gain: torch.Tensor | None = None) -> Decoded:
+    """The baseline: one direction at a time with two full ``topk`` calls."""
+    out = [[], [], [], []]
+    for row in directions:
+        logits = (row * gain if gain is not None else row) @ unembed
+        top, bottom = logits.topk(k), logits.topk(k, largest=False)
+        for i, t in enumerate((top.indices, top.values, bottom.indices, bottom.values)):
+            out[i].append(t)
+    return Decoded(*(torch.stack(o) for o in out))
 
 
 def _sync(device: str) -> None:
@@ -65,15 +78,15 @@ def run(directions: torch.Tensor, unembed: torch.Tensor, gain, k: int, chunk: in
 
 
 def smollm2(k: int, chunk: int, naive_sample: int) -> None:
-    from compgraph.models import loading, weights
+    from compgraph.models import loading, params
 
     loaded = loading.load("packaged:smollm2", device="cpu")
     model, adapter = loaded.model, loaded.adapter
     with torch.no_grad():
-        directions = torch.cat([weights.mlp_out(model, adapter, layer)
-                                for layer in range(weights.n_layers(model, adapter))]).contiguous()
-        unembed = weights.unembed(model, adapter).contiguous()
-        gain = weights.final_gain(model, adapter)
+        directions = torch.cat([params.mlp_out(model, adapter, layer)
+                                for layer in range(params.n_layers(model, adapter))]).contiguous()
+        unembed = params.unembed(model, adapter).contiguous()
+        gain = params.final_gain(model, adapter)
         run(directions, unembed, gain, k, chunk, "cpu", naive_sample)
 
 

@@ -28,9 +28,10 @@ import time
 
 import torch
 
-from compgraph.effects import tasks
+from compgraph.data import tasks
 from compgraph.effects.components import list_components
-from compgraph.effects.patching import activation_patching, attribution_patching
+from compgraph.effects.activation import activation_patching
+from compgraph.effects.attribution import attribution_patching
 from compgraph.models import loading
 
 
@@ -79,11 +80,11 @@ def edges_and_circuits(model, adapter, data, act_heads) -> dict:
     from compgraph.effects.circuits import edge_circuit, node_circuit
     from compgraph.effects.edges import edge_attribution
 
-    scores, t_edges = timed(lambda: edge_attribution(model, adapter, **data, metric=tasks.logit_diff))
-    nodes, t_nodes = timed(lambda: node_circuit(model, adapter, **data, metric=tasks.logit_diff, scores=act_heads,
+    scores, t_edges = timed(lambda: edge_attribution(model, adapter, data, tasks.logit_diff))
+    nodes, t_nodes = timed(lambda: node_circuit(model, adapter, data, tasks.logit_diff, act_heads,
                                                 n=20))
     n_edges = scores.height // 100
-    circuit, t_circuit = timed(lambda: edge_circuit(model, adapter, **data, metric=tasks.logit_diff, scores=scores,
+    circuit, t_circuit = timed(lambda: edge_circuit(model, adapter, data, tasks.logit_diff, scores,
                                                     n=n_edges))
     return {"edges": scores.height, "edge_attribution_s": t_edges,
             "node_circuit_top20_heads": {"faithfulness": nodes.faithfulness, "metric_full": nodes.metric_full,
@@ -95,9 +96,9 @@ def edges_and_circuits(model, adapter, data, act_heads) -> dict:
 
 def thread_probe(model, data) -> dict:
     """Seconds of one clean forward pass on the task with 1 and with 2 torch threads."""
-    from compgraph.effects.patching import Inputs, forward_logits
+    from compgraph.effects.runs import forward_logits
 
-    inputs = Inputs(data["clean_ids"], data["attention_mask"], data["position_ids"])
+    inputs = data.clean
     out = {}
     with torch.no_grad():
         for threads in (1, 2):
@@ -131,10 +132,9 @@ def main() -> None:
         p.requires_grad_(False)
     enc = tasks.encode_task("ioi", loaded.tokenizer)
     n = args.examples
-    data = dict(clean_ids=enc.clean_ids[:n], corrupt_ids=enc.corrupt_ids[:n], answer_ids=enc.answer_ids[:n],
-                wrong_ids=enc.wrong_ids[:n], attention_mask=enc.attention_mask[:n], position_ids=enc.position_ids[:n])
-    width = data["clean_ids"].shape[1]
-    common = dict(metric=tasks.logit_diff, batch_tokens=args.batch_tokens)
+    data = enc.rows(torch.arange(min(n, len(enc))))
+    width = data.width
+    common = dict(batch_tokens=args.batch_tokens)
     probe = thread_probe(model, data) if args.device == "cpu" else {}
     torch.set_num_threads(args.threads)
     print(f"SmolLM2 loaded in {t_load:.1f} s on {args.device}; {n} IOI prompts of {width} tokens (left-padded); "
@@ -142,10 +142,10 @@ def main() -> None:
 
     layers = None if args.layers is None else range(args.layers)
     heads = list_components(model, adapter, ("head",), layers)
-    act_heads, t_act_heads = timed(lambda: activation_patching(model, adapter, **data, components=heads, **common))
+    act_heads, t_act_heads = timed(lambda: activation_patching(model, adapter, data, tasks.logit_diff, components=heads, **common))
     load_heads = os.getloadavg()[0]
     att_heads, t_att_heads, t_att_heads_median = timed_best(
-        lambda: attribution_patching(model, adapter, **data, components=heads, **common), args.repeats)
+        lambda: attribution_patching(model, adapter, data, tasks.logit_diff, components=heads, **common), args.repeats)
     a, b = act_heads["effect"].to_list(), att_heads["effect"].to_list()
     strongest = act_heads.sort(act_heads["effect"].abs(), descending=True).head(5)
     result = {
@@ -164,14 +164,14 @@ def main() -> None:
 
     neurons = list_components(model, adapter, ("neuron",), layers)
     att_neurons, t_att_neurons, t_att_neurons_median = timed_best(
-        lambda: attribution_patching(model, adapter, **data, components=neurons, **common), args.repeats)
+        lambda: attribution_patching(model, adapter, data, tasks.logit_diff, components=neurons, **common), args.repeats)
     result["neurons"] = {"n": len(neurons), "attribution_s": t_att_neurons,
                          "attribution_median_s": t_att_neurons_median,
                          "attribution_per_s": len(neurons) / t_att_neurons}
     if args.neuron_sample:
         pick = torch.randperm(len(neurons))[:args.neuron_sample].sort().values.tolist()
         sample = [neurons[i] for i in pick]
-        act_sample, t_sample = timed(lambda: activation_patching(model, adapter, **data, components=sample,
+        act_sample, t_sample = timed(lambda: activation_patching(model, adapter, data, tasks.logit_diff, components=sample,
                                                                  **common))
         per = t_sample / len(sample)
         result["neurons"]["load_during_activation"] = os.getloadavg()[0]

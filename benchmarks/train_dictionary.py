@@ -17,7 +17,8 @@ import time
 
 import torch
 
-from compgraph.dictionaries.train import DeadTracker, TopKCoder, TrainConfig, loss_terms
+from compgraph.dictionaries.coder import TopKCoder
+from compgraph.dictionaries.training import DeadTracker, TrainConfig, loss_terms
 
 
 def step_time(coder: TopKCoder, x: torch.Tensor, steps: int, dense: bool) -> float:
