@@ -37,14 +37,19 @@ CONFIGS = {
 
 def random_model(name: str):
     """A family's tiny model in eval mode, its 1-D parameters (norm gains, biases) randomised."""
+    return randomised(CONFIGS[name]())
+
+
+def randomised(config):
+    """The tiny model of a config in eval mode (eager attention), seeded, with its 1-D
+    parameters (norm gains, biases) randomised so gains, offsets and centring matter."""
     torch.manual_seed(0)
-    config = CONFIGS[name]()
     config._attn_implementation = "eager"
     adapter = registry.adapter_for(config.model_type)
     cls = T.AutoModelForCausalLM if adapter.causal else T.AutoModel
     model = cls.from_config(config).eval()
-    with torch.no_grad():  # randomise norms so gains and offsets matter
-        for name_, p in model.named_parameters():
+    with torch.no_grad():
+        for p in model.parameters():
             if p.ndim == 1:
                 p.add_(torch.randn_like(p) * 0.3)
     return model, adapter

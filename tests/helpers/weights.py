@@ -1,16 +1,15 @@
 """The weights-based connections' oracle: raw module parameters read with its own
 per-family knowledge of the layouts (fused QKV, Conv1D, norms, Gemma's +1 gain offset,
 sandwich and QK norms), every d_model x d_model matrix formed explicitly in float64; it
-never calls compgraph code (only the adapter registry, to build the models)."""
+never calls compgraph code (only the adapter registry, through tests.helpers.models, to build the models)."""
 
 from __future__ import annotations
-
 
 import polars as pl
 import torch
 import transformers as T
 
-from compgraph.models.adapters import registry
+from tests.helpers.models import randomised
 
 V, D, F, L, H, KV = 97, 32, 48, 3, 4, 2
 K = 5
@@ -41,17 +40,7 @@ DENSE = [n for n in CONFIGS if n != "mixtral"]
 
 
 def build(name: str):
-    torch.manual_seed(0)
-    config = CONFIGS[name]()
-    config._attn_implementation = "eager"
-    adapter = registry.adapter_for(config.model_type)
-    cls = T.AutoModelForCausalLM if adapter.causal else T.AutoModel
-    model = cls.from_config(config).eval()
-    with torch.no_grad():  # randomise norms so gains, offsets and centring matter
-        for _, p in model.named_parameters():
-            if p.ndim == 1:
-                p.add_(torch.randn_like(p) * 0.3)
-    return model, adapter
+    return randomised(CONFIGS[name]())
 
 
 # ---- the oracle: raw parameters, full matrices, float64 -----------------------------------

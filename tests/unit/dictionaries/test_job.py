@@ -15,14 +15,9 @@ from compgraph.dictionaries.job import TrainJob, forward_dtype, resolve_sites, t
 from compgraph.dictionaries.readers import read_dictionary
 from compgraph.dictionaries.training import TrainConfig
 from compgraph.errors import ConfigError
+from tests.helpers.effects import one_thread  # noqa: F401 (autouse)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_sites_of_each_kind():

@@ -11,14 +11,9 @@ import torch
 from compgraph.dictionaries.coder import TopKCoder
 from compgraph.dictionaries.training import FVE, DeadTracker, TrainConfig, loss_terms, train
 from compgraph.errors import ConfigError
+from tests.helpers.effects import one_thread  # noqa: F401 (autouse)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # ---- parts, with exact answers -------------------------------------------------------------------

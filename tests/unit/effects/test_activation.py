@@ -176,3 +176,20 @@ def test_bad_requests_are_refused():
     perm = derangement(5, 0)
     assert sorted(perm.tolist()) == list(range(5)) and not (perm == torch.arange(5)).any()
     assert torch.equal(perm, derangement(5, 0))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("family", ["llama", "mixtral"])
+def test_activation_and_attribution_on_cuda_equal_cpu(family):
+    """The same patching run on a CUDA copy of the model: equal effects (float64)."""
+    model, adapter = effects_model(family)
+    t = task()
+    comps = sample_components(model, adapter)
+    cpu = activation_patching(model, adapter, batch(t), metric, components=comps, ablation="mean", seed=7)
+    cpu_attr = attribution_patching(model, adapter, batch(t), metric, components=comps)
+    model = model.cuda()
+    gpu = activation_patching(model, adapter, batch(t), metric, components=comps, ablation="mean", seed=7)
+    gpu_attr = attribution_patching(model, adapter, batch(t), metric, components=comps)
+    torch.testing.assert_close(vec(gpu["effect"].to_list()), vec(cpu["effect"].to_list()), rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(vec(gpu_attr["effect"].to_list()), vec(cpu_attr["effect"].to_list()),
+                               rtol=1e-6, atol=1e-9)
