@@ -10,8 +10,10 @@ the CLI raises it from its signal handlers, so it derives from ``BaseException``
     │   └── RegistryError         a stage or an adapter registered twice or without its name
     ├── StoreError                anything between compgraph and a graph store
     │   ├── StoreUnavailable      server unreachable, directory locked, unreadable or read-only
-    │   │   └── StoreNotFound     no store at the path (reading never creates one)
+    │   │   ├── StoreNotFound     no store at the path (reading never creates one)
+    │   │   └── StoreInUse        an embedded store another process has open
     │   ├── StoreAuthError        wrong user or password (never echoes them)
+    │   ├── DiskWriteError        the file system refused a write: no space, read-only, quota
     │   ├── QueryError            syntax error, missing parameter, failed statement
     │   ├── ReadOnlyViolation     a write attempted without ``write=True``
     │   ├── MissingEndpointError  edge rows naming nodes that do not exist
@@ -55,8 +57,17 @@ class StoreNotFound(StoreUnavailable):
     """No store at the given path; commands that only read never create one."""
 
 
+class StoreInUse(StoreUnavailable):
+    """An embedded store another process has open (the message names it when it can)."""
+
+
 class StoreAuthError(StoreError):
     """The store refused the credentials."""
+
+
+class DiskWriteError(StoreError):
+    """The file system refused a write of the store (no space left, read-only, a quota);
+    the message names the cause and the store and says how to resume."""
 
 
 class QueryError(StoreError):

@@ -31,7 +31,10 @@ from typing import Any, Iterator
 import polars as pl
 
 from compgraph import schema
-from compgraph.errors import QueryError, ReadOnlyViolation, StoreError, StoreNotFound, StoreUnavailable
+from compgraph.errors import (
+    QueryError, ReadOnlyViolation, StoreError, StoreInUse, StoreNotFound, StoreUnavailable,
+)
+from compgraph.store import files
 from compgraph.schema import NodeKind, RelKind
 from compgraph.store import cypher
 from compgraph.store.base import LOOKUP_BATCH, BaseStore, checked_schema_version
@@ -48,6 +51,8 @@ from compgraph.store.rows import (
 )
 
 DEFAULT_PATH = "./compgraph-kb"
+DATABASE_DIR = "db"
+"""The engine's database inside a store directory."""
 
 _LOG_PROPERTIES = """\
 handlers = java.util.logging.FileHandler
@@ -77,7 +82,7 @@ def _quiet_stderr():
         os.close(devnull)
 
 
-def _start_jvm(log_dir: Path) -> None:
+def start_engine(log_dir: Path) -> None:
     """Start the JVM with the engine's logs and crash files in ``log_dir``, and with
     ``-Xrs``, so the process's signals stay Python's."""
     import jpype
@@ -105,6 +110,21 @@ def _start_jvm(log_dir: Path) -> None:
     finally:
         if not had_error_file:
             os.environ.pop(error_file, None)
+    _engine_stderr_to(log_dir / "engine.err")
+
+
+def _engine_stderr_to(path: Path) -> None:
+    """Send what the engine prints on ``System.err`` (the logger's own failures, as stack
+    traces when the disk is full) to ``path``, or nowhere when it cannot be opened: the
+    terminal gets compgraph's one-line errors only."""
+    import jpype
+
+    java_io = jpype.JPackage("java.io")
+    try:
+        stream = java_io.FileOutputStream(str(path), True)
+    except jpype.JException:  # a full or read-only disk: drop it
+        stream = jpype.JClass("java.io.OutputStream").nullOutputStream()
+    jpype.JClass("java.lang.System").setErr(java_io.PrintStream(stream, True))
 
 
 def _type_name(kind: NodeKind) -> str:
@@ -158,6 +178,16 @@ def _store_error(err: BaseException) -> StoreError:
     if source and not source.startswith("com.arcadedb."):  # java.lang.NumberFormatException, ...
         detail = f"{detail} ({source.rsplit('.', 1)[-1]})"
     return QueryError(f"query failed: {detail}")
+
+
+def open_error(err: BaseException, root: Path) -> StoreError:
+    """Why the store at ``root`` did not open, in one line: held by another process (named
+    when it can be told), a file system that refuses writes, or the engine's reason."""
+    chain = _java_chain(err)
+    if any(name.endswith("LockException") for name, _ in chain):
+        return StoreInUse(files.in_use(root, root / DATABASE_DIR / "database.lck"))
+    return files.disk_error([m for _, m in chain], root) or \
+        StoreUnavailable(f"cannot open store {root}: {_reason(err)[0]}")
 
 
 _READ_ONLY = "this statement writes; pass --write (write=True) to allow it"
@@ -289,7 +319,7 @@ class EmbeddedStore(BaseStore):
         self._rids: dict[str, dict[str, str]] = {}  # key label -> uid -> RID of nodes seen
         self._created: set[str] = set()  # nodes created here, so without edges not written here
         self._sources: dict[str, set[str]] = {}  # rel type -> uids given outgoing edges here
-        db_dir = self.root / "db"
+        db_dir = self.root / DATABASE_DIR
         if self.root.exists() and not self.root.is_dir():
             raise StoreUnavailable(f"store path {self.root} is a file, not a directory")
         if not create and not db_dir.is_dir():
@@ -302,7 +332,7 @@ class EmbeddedStore(BaseStore):
             if folder.exists() and not os.access(folder, os.W_OK):
                 raise StoreUnavailable(f"store {self.root} is read-only ({folder} is not writable); "
                                        "the engine needs write access to open a store, even to read it")
-        _start_jvm(self.root / "log")
+        start_engine(self.root / "log")
         import arcadedb_embedded as arcade
 
         self._arcade = arcade
@@ -313,7 +343,7 @@ class EmbeddedStore(BaseStore):
                 raise StoreNotFound(f"no store at {self.root}")
             self._db = arcade.open_database(db_path) if exists else arcade.create_database(db_path)
         except arcade.ArcadeDBError as err:
-            raise StoreUnavailable(f"cannot open store {self.root}: {_reason(err)[0]}") from err
+            raise open_error(err, self.root) from err
         try:
             rows = self._read(cypher.READ_SCHEMA_VERSION, {"uid": schema.META_UID})
             checked_schema_version(self.location, rows[0]["v"] if rows else None)
@@ -322,6 +352,11 @@ class EmbeddedStore(BaseStore):
         except BaseException:
             self.close()
             raise
+
+    def _failed(self, err: BaseException) -> StoreError:
+        """The error of a failed write: the file system's refusal when it was one (the
+        engine may report it against whichever statement came next), else the engine's."""
+        return files.disk_error([m for _, m in _java_chain(err)] + [str(err)], self.root) or _store_error(err)
 
     # ---- engine primitives ------------------------------------------------------------
     def _ensure_types(self) -> None:
@@ -356,7 +391,7 @@ class EmbeddedStore(BaseStore):
                     result = self._db.command("opencypher", statement, params)
                     rows = result.to_json_list() if result is not None else []
         except self._arcade.ArcadeDBError as err:
-            raise _store_error(err) from err
+            raise self._failed(err) from err
         return rows
 
     def _create_nodes(self, kind: NodeKind, rows: list[NodeRow], batch_size: int) -> None:
@@ -366,7 +401,7 @@ class EmbeddedStore(BaseStore):
                 for part in chunks(rows, batch_size):
                     rids += batch.create_vertices(_type_name(kind), [{**r.props, "uid": r.uid} for r in part])
         except self._arcade.ArcadeDBError as err:
-            raise _store_error(err) from err
+            raise self._failed(err) from err
         self._rids.setdefault(kind.key_label, {}).update(zip((r.uid for r in rows), rids))
         self._created.update(r.uid for r in rows)
 
@@ -396,7 +431,7 @@ class EmbeddedStore(BaseStore):
                     batch.new_edges(src, rel.type, dst, [r.props for r in part])
                     self._sources.setdefault(rel.type, set()).update(r.src for r in part)
         except self._arcade.ArcadeDBError as err:
-            raise _store_error(err) from err
+            raise self._failed(err) from err
 
     def _resolve_rids(self, label: str, uids: list[str]) -> None:
         known = self._rids.setdefault(label, {})
@@ -450,7 +485,7 @@ class EmbeddedStore(BaseStore):
             else:
                 db.rollback()
         except self._arcade.ArcadeDBError as err:
-            raise _store_error(err) from err
+            raise (self._failed(err) if commit else _store_error(err)) from err
         return rows
 
     def query(self, statement: str, params: dict[str, Any] | None = None, *, write: bool = False) -> pl.DataFrame:
@@ -462,4 +497,7 @@ class EmbeddedStore(BaseStore):
     def close(self) -> None:
         db, self._db = getattr(self, "_db", None), None
         if db is not None and db.is_open():
-            db.close()
+            try:
+                db.close()
+            except self._arcade.ArcadeDBError as err:  # the last pages could not be flushed
+                raise self._failed(err) from err
