@@ -2,8 +2,8 @@
 
 Commands live one group per module: :mod:`~compgraph.cli.query` (query, info, queries,
 report), :mod:`~compgraph.cli.ingest` (ingest, effects, stages, runs),
-:mod:`~compgraph.cli.train` (train-dictionary) and :mod:`~compgraph.cli.analyse`
-(analyse). Errors and signals: :mod:`compgraph.cli.common`. Heavy imports (torch, the
+:mod:`~compgraph.cli.train` (train-dictionary), :mod:`~compgraph.cli.analyse`
+(analyse) and :mod:`~compgraph.cli.serve` (serve). Errors and signals: :mod:`compgraph.cli.common`. Heavy imports (torch, the
 JVM, the driver) happen inside the commands, never at import time; the options ``ingest``
 derives from the stage registry load only when it runs or shows its help.
 """
@@ -14,7 +14,7 @@ import logging
 
 import click
 
-from compgraph.cli import analyse, ingest, query, train
+from compgraph.cli import analyse, ingest, query, serve, train
 from compgraph.cli.common import catch_signals, stopped
 from compgraph.errors import Interrupted
 
@@ -42,6 +42,6 @@ def main(ctx: click.Context, debug: bool) -> None:
         driver_log.propagate = False
 
 
-for _module in (query, ingest, train, analyse):
+for _module in (query, ingest, train, analyse, serve):
     for _command in _module.COMMANDS:
         main.add_command(_command)

@@ -11,6 +11,7 @@ is mostly interpreter and JVM start-up.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -26,7 +27,7 @@ from tests.helpers.stores import dump
 
 SEED = 7
 
-def ingest_command(model: Path, store: Path) -> list[str]:
+def ingest_command(model: Path, store: Path | str) -> list[str]:
     return [sys.executable, "-m", "compgraph.cli", "ingest", str(model), "--name", "small", "--top-k", "4",
             "--store", str(store)]
 
@@ -168,3 +169,136 @@ def test_sigterm_during_one_long_write_statement_keeps_nothing(tmp_path):
     no_crash_files(store)
     with open_store(store, create=False) as graph:
         assert graph.query("MATCH (n:X) RETURN count(n) AS c")["c"].to_list() == [0]
+
+
+# ---- a full disk ------------------------------------------------------------------------------
+
+def _can_mount() -> bool:
+    return os.geteuid() == 0 and subprocess.run(["which", "mount"], capture_output=True).returncode == 0
+
+
+@contextlib.contextmanager
+def small_filesystem(path: Path, size: str):
+    """A tmpfs of ``size`` mounted at ``path`` (unmounted at the end)."""
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def grow(path: Path, size: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,size={size}", str(path)], check=True)
+
+
+def progress(store: Path) -> tuple[tuple[str, str], ...]:
+    """(stage, status) of every run the store holds."""
+    with open_store(store, create=False) as graph:
+        rows = graph.query("MATCH (r:Run) RETURN r.stage AS stage, r.status AS status")
+    return tuple(sorted(rows.rows())) if len(rows) else ()
+
+
+@pytest.mark.skipif(not _can_mount(), reason="mounting a small file system needs root")
+def test_a_full_disk_is_one_line_and_the_run_resumes_to_the_clean_graph(small_model, clean_run, tmp_path):
+    """The store on a file system too small for it, at sizes that run out at different
+    moments (the schema, the first stages, the last ones): one line naming the cause and the
+    store, exit 1, no stack trace; once there is room, the same command ends in the clean
+    graph."""
+    graph, _, _ = clean_run
+    moments = set()
+    for i, size in enumerate(["7m", "13m", "14200k"]):  # the run peaks at 14.6 MB (its WAL)
+        with small_filesystem(tmp_path / f"fs{i}", size) as fs:
+            store = fs / "kb"
+            proc = start(small_model, store)
+            out, err = finish(proc)
+            if proc.returncode == 0:
+                continue  # the run fit: nothing to check at this size
+            assert proc.returncode == 1, err[-2000:]
+            assert err.strip().splitlines()[-1:] == [
+                f"error: no space left on device writing {store}; free space and run the same command again to resume"]
+            assert "Exception" not in err and "\tat " not in err and "Traceback" not in err, err[-2000:]
+            grow(fs, "300m")
+            moments.add(progress(store))
+            proc = start(small_model, store)
+            out, err = finish(proc)
+            assert proc.returncode == 0, err[-2000:]
+            no_crash_files(store)
+            assert dump(store) == graph
+    assert len(moments) >= 2, f"the disk ran out at one moment only: {moments}"
+
+
+def test_a_store_in_use_names_its_holder(small_model, tmp_path):
+    """A second command on a store another process has open: one line naming that process
+    and what to do; the first run goes on undisturbed."""
+    store = tmp_path / "kb"
+    proc = start(small_model, store)
+    wait_open(proc, store)
+    second = subprocess.run([sys.executable, "-m", "compgraph.cli", "query", "MATCH (n) RETURN count(n)",
+                             "--store", str(store)], capture_output=True, text=True, timeout=120)
+    running = proc.poll() is None
+    out, err = finish(proc)
+    assert proc.returncode == 0, err[-2000:]
+    if not running:
+        pytest.fail("the ingest ended before the second command asked for the store")
+    assert second.returncode == 1
+    [line] = second.stderr.strip().splitlines()
+    assert line.startswith(f"error: store {store} is in use by another process (pid {proc.pid}: compgraph ingest "), line
+    assert "compgraph serve --store" in line
+
+
+# ---- queries during a job ---------------------------------------------------------------------
+
+SERVE_PASSWORD = "compgraph-serve-pw"
+
+
+@contextlib.contextmanager
+def served(store: Path):
+    """``compgraph serve`` on a free port; yields (uri, process)."""
+    from tests.helpers.bolt_server import _free_port
+
+    port = _free_port()
+    env = dict(os.environ, NEO4J_PASSWORD=SERVE_PASSWORD, COMPGRAPH_JVM_HEAP="1g")
+    proc = subprocess.Popen([sys.executable, "-m", "compgraph.cli", "serve", "--store", str(store), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        line = proc.stdout.readline().strip()
+        assert line == f"ready bolt://127.0.0.1:{port}", (line, proc.stderr.read() if proc.poll() is not None else "")
+        yield f"bolt://127.0.0.1:{port}", proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+
+
+def test_serve_lets_queries_read_the_shards_a_job_has_committed(small_model, clean_run, tmp_path, monkeypatch):
+    """An ingest through `compgraph serve` while another connection reads: the reads see the
+    runs' shards as they commit (some done, not all), the job's graph equals an embedded
+    run's, an embedded open of the served directory is told the URI, and SIGINT stops the
+    server cleanly."""
+    graph, _, _ = clean_run
+    store = tmp_path / "kb"
+    monkeypatch.setenv("NEO4J_USER", "root")
+    monkeypatch.setenv("NEO4J_PASSWORD", SERVE_PASSWORD)
+    with served(store) as (uri, server):
+        job = subprocess.Popen(ingest_command(small_model, uri), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+        seen = set()
+        with open_store(uri) as reader:
+            while job.poll() is None:
+                rows = reader.query("MATCH (r:Run) RETURN r.stage AS stage, r.status AS status, "
+                                    "size(r.done) AS done")
+                seen.add(tuple(sorted(rows.rows())) if len(rows) else ())
+                time.sleep(0.2)
+        out, err = job.communicate()
+        assert job.returncode == 0, err[-2000:]
+        partial = [s for s in seen if s and any(status != "complete" for _, status, _ in s)]
+        assert partial, f"no read saw a job in progress: {sorted(seen)}"
+        assert dump(uri) == graph
+        refused = subprocess.run([sys.executable, "-m", "compgraph.cli", "query", "MATCH (n) RETURN count(n)",
+                                  "--store", str(store)], capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 1
+        assert refused.stderr.strip().splitlines()[-1].endswith(f"; use --store {uri}")
+    assert server.returncode == 0
+    assert not (store / "serving.json").exists()
