@@ -6,8 +6,9 @@ Layout of the store directory::
     <store>/log/       the engine's log (never the current working directory)
 
 New nodes and edges go through the engine's bulk ``GraphBatch`` API (about five
-times faster than Cypher ``CREATE`` for edges here); lookups and updates go
-through Cypher. The JVM is one per process: its heap (``COMPGRAPH_JVM_HEAP``,
+times faster than Cypher ``CREATE`` for edges here), with its write-ahead log on: without
+it a page flush that fails (a full disk) left edge lists pointing at records never
+written, and the store could not resume; lookups and updates go through Cypher. The JVM is one per process: its heap (``COMPGRAPH_JVM_HEAP``,
 default 2g) and log location are fixed by the first store opened. It runs with
 ``-Xrs``: SIGINT, SIGTERM and SIGHUP stay Python's (the CLI turns them into a clean
 stop; the JVM's own handlers crashed it inside JPype's signal bridge).
@@ -397,7 +398,7 @@ class EmbeddedStore(BaseStore):
     def _create_nodes(self, kind: NodeKind, rows: list[NodeRow], batch_size: int) -> None:
         rids: list[str] = []
         try:
-            with self._db.graph_batch(batch_size=max(batch_size, 10_000)) as batch:
+            with self._db.graph_batch(batch_size=max(batch_size, 10_000), use_wal=True) as batch:
                 for part in chunks(rows, batch_size):
                     rids += batch.create_vertices(_type_name(kind), [{**r.props, "uid": r.uid} for r in part])
         except self._arcade.ArcadeDBError as err:
@@ -424,7 +425,7 @@ class EmbeddedStore(BaseStore):
         """
         src_rid, dst_rid = self._rids[rel.source.key_label], self._rids[rel.target.key_label]
         try:
-            with self._db.graph_batch(batch_size=max(batch_size, 10_000)) as batch:
+            with self._db.graph_batch(batch_size=max(batch_size, 10_000), use_wal=True) as batch:
                 for part in chunks(rows, batch_size):
                     src = [src_rid[r.src] for r in part]
                     dst = [dst_rid[r.dst] for r in part]
