@@ -2,7 +2,9 @@
 
 Markers skip themselves, with their reason, when the resource is absent:
 ``gpu`` (no CUDA device), ``neo4j`` (``NEO4J_URI`` unset). ``slow`` tests run by
-default; ``-m "not slow"`` leaves them out.
+default; ``-m "not slow"`` leaves them out. Where Neo4j was meant to run
+(``COMPGRAPH_NEO4J_REQUIRED=1``, as ``.ci/run`` sets it), a missing ``NEO4J_URI`` fails
+the ``neo4j`` tests instead of skipping them.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import pytest
 
 from tests.helpers.bolt_server import DATABASE, PASSWORD, arcade_bolt_server
 from tests.helpers.models import build_small_llama, build_tiny_llama
-from tests.helpers.stores import CYPHER_BACKENDS, wipe
+from tests.helpers.stores import CYPHER_BACKENDS, server
 
 
 def pytest_collection_modifyitems(config, items):
@@ -25,11 +27,19 @@ def pytest_collection_modifyitems(config, items):
         has_gpu = torch.cuda.is_available()
     except ImportError:  # pragma: no cover
         has_gpu = False
+    required = os.environ.get("COMPGRAPH_NEO4J_REQUIRED") == "1"
     for item in items:
-        if "neo4j" in item.keywords and not has_neo4j:
+        if "neo4j" in item.keywords and not has_neo4j and not required:
             item.add_marker(pytest.mark.skip(reason="NEO4J_URI is not set: no Neo4j server to test against"))
         if "gpu" in item.keywords and not has_gpu:
             item.add_marker(pytest.mark.skip(reason="no CUDA device on this machine"))
+
+
+def pytest_runtest_setup(item):
+    required = os.environ.get("COMPGRAPH_NEO4J_REQUIRED") == "1"
+    if required and "neo4j" in item.keywords and not os.environ.get("NEO4J_URI"):
+        pytest.fail("Neo4j was meant to run (COMPGRAPH_NEO4J_REQUIRED=1) but NEO4J_URI is unset: "
+                    "the server did not start (see neo4j.log)", pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -69,11 +79,7 @@ def _factory(backend: str, request, tmp_path):
     if backend == "embedded":
         path = tmp_path / "kb"
         return lambda: open_store(path)
-    if backend == "bolt":
-        uri, database = request.getfixturevalue("bolt_env")
-    else:
-        uri, database = os.environ["NEO4J_URI"], os.environ.get("NEO4J_DATABASE")
-    wipe(uri, database)
+    uri, database = server(request, backend)
     return lambda: open_store(uri, database=database)
 
 

@@ -58,8 +58,8 @@ def _store_error(err: Exception, location: str) -> StoreError:
         return StoreAuthError(f"authentication failed at {location} (check NEO4J_USER / NEO4J_PASSWORD)")
     if isinstance(err, (nx.ServiceUnavailable, nx.SessionExpired)):
         return StoreUnavailable(f"cannot reach {location}: {message}")
-    if isinstance(err, nx.CypherSyntaxError):
-        return QueryError(f"Cypher syntax error: {message}")
+    if isinstance(err, nx.CypherSyntaxError) and not message.startswith("Type mismatch"):
+        return QueryError(f"Cypher syntax error: {message}")  # Neo4j files a parameter's type here too
     if code.endswith("Statement.ParameterMissing"):
         return QueryError(f"missing parameter: {message}")
     if "database" in message.lower() and "not" in message.lower() and "exist" in message.lower():

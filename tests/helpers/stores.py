@@ -13,7 +13,22 @@ import pytest
 from compgraph import schema
 from compgraph.store.factory import open_store
 
-CYPHER_BACKENDS = ["embedded", "bolt", pytest.param("neo4j", marks=pytest.mark.neo4j)]
+NEO4J = pytest.param("neo4j", marks=pytest.mark.neo4j)
+CYPHER_BACKENDS = ["embedded", "bolt", NEO4J]
+SERVERS = ["bolt", NEO4J]
+"""The Bolt servers: ArcadeDB's (started by a session fixture) and a real Neo4j at
+``NEO4J_URI`` (``.ci/run`` starts one: ``tests/helpers/neo4j_server.py``)."""
+
+
+def server(request, backend: str) -> tuple[str, str | None]:
+    """(uri, database) of an emptied server database of ``backend`` (``bolt``: ArcadeDB's,
+    with its credentials set in the environment; ``neo4j``: the one at ``NEO4J_URI``)."""
+    if backend == "bolt":
+        uri, database = request.getfixturevalue("bolt_env")
+    else:
+        uri, database = os.environ["NEO4J_URI"], os.environ.get("NEO4J_DATABASE")
+    wipe(uri, database)
+    return uri, database
 
 
 def wipe(uri: str, database: str | None) -> None:
@@ -25,11 +40,11 @@ def wipe(uri: str, database: str | None) -> None:
         driver.execute_query("MATCH (n) DETACH DELETE n", database_=database)
 
 
-def dump(store: Path | str) -> tuple[list[str], list[str]]:
+def dump(store: Path | str, database: str | None = None) -> tuple[list[str], list[str]]:
     """Every node but the :Run nodes (their timing is the run's own) and every edge, as
     sorted canonical JSON; asserts that no node uid and no edge identity occurs twice."""
     keys = {rel.type: tuple(rel.key) for rel in schema.REL_KINDS}
-    with open_store(store, create=False) as graph:
+    with open_store(store, create=False, database=database) as graph:
         with graph.records(f"MATCH (n) WHERE NOT n:{schema.Label.RUN} "
                            "RETURN labels(n) AS labels, properties(n) AS props") as rows:
             nodes = [(sorted(r["labels"]), r["props"]) for r in rows]

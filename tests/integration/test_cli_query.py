@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from click.testing import CliRunner
 
 from compgraph.cli.main import main
 from compgraph.store.factory import open_store
-
-from tests.helpers.bolt_server import PASSWORD
+from tests.helpers.stores import SERVERS, server
 
 
 @pytest.fixture
@@ -61,11 +61,12 @@ def test_syntax_error_and_missing_parameter(run):
     one_line_error(run("query", "RETURN $a AS a"), "parameter")
 
 
-def test_unreachable_bolt_and_wrong_password(run, bolt_env, monkeypatch):
+@pytest.mark.parametrize("backend", SERVERS)
+def test_unreachable_bolt_and_wrong_password(run, backend, request, monkeypatch):
     one_line_error(run("query", "RETURN 1", "--store", "bolt://127.0.0.1:9"), "cannot reach")
-    uri, database = bolt_env
-    monkeypatch.setenv("NEO4J_PASSWORD", "wrong-" + PASSWORD)
-    result = run("query", "RETURN 1", "--store", uri, "--database", database)
+    uri, database = server(request, backend)
+    monkeypatch.setenv("NEO4J_PASSWORD", "wrong-" + os.environ["NEO4J_PASSWORD"])
+    result = run("query", "RETURN 1", "--store", uri, *(["--database", database] if database else []))
     one_line_error(result, "authentication failed")
     assert "wrong-" not in result.output  # the password is never echoed
 
