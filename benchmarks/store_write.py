@@ -1,6 +1,6 @@
 """Write throughput through the GraphStore interface vs. the engine's own best bulk path.
 
-    python benchmarks/store_write.py [--nodes 200000] [--edges 1000000] [--backend embedded,bolt]
+    python benchmarks/store_write.py [--nodes 200000] [--edges 1000000] [--backend embedded,bolt,neo4j]
 
 Nodes carry a few scalars and a float list; edges two floats. Each backend measures
 its baseline and the interface on fresh, empty databases in the same process:
@@ -12,6 +12,9 @@ its baseline and the interface on fresh, empty databases in the same process:
   and the rate collapses); interface = BoltStore.merge_nodes /
   merge_edges (endpoint checks, existence checks, MERGE semantics). Server: ArcadeDB's
   Bolt plugin.
+- neo4j: the same two paths on the Neo4j at ``NEO4J_URI`` (``NEO4J_USER``,
+  ``NEO4J_PASSWORD``; ``tests/helpers/neo4j_server.py`` starts one): the baseline is
+  Neo4j's own online bulk path, batched ``UNWIND $rows CREATE`` in 10k-row transactions.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from pathlib import Path
 
 import polars as pl
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests.helpers
 
 from compgraph import schema  # noqa: E402
 from compgraph.store import cypher  # noqa: E402
@@ -138,7 +141,7 @@ def main() -> None:
                 mine = interface(store, nodes, edges)
             report("embedded", nodes.height, edges.height, base, mine)
         if "bolt" in backends:
-            from bolt_server import DATABASE, PASSWORD, arcade_bolt_server
+            from tests.helpers.bolt_server import DATABASE, PASSWORD, arcade_bolt_server
 
             from compgraph.store.bolt import BoltStore
 
@@ -149,6 +152,20 @@ def main() -> None:
                 with BoltStore(uri, database=DATABASE, user="root", password=PASSWORD) as store:
                     mine = interface(store, nodes, edges)
             report("bolt", nodes.height, edges.height, base, mine)
+        if "neo4j" in backends:
+            import os
+
+            from compgraph.store.bolt import BoltStore
+
+            uri, database = os.environ["NEO4J_URI"], os.environ.get("NEO4J_DATABASE")
+            auth = (os.environ.get("NEO4J_USER", "neo4j"), os.environ["NEO4J_PASSWORD"])
+            with BoltStore(uri, database=database, user=auth[0], password=auth[1]) as store:  # the schema first
+                store.query("MATCH (n) DETACH DELETE n", write=True)
+            base = bolt_baseline(uri, database, auth, nodes, edges)
+            with BoltStore(uri, database=database, user=auth[0], password=auth[1]) as store:
+                mine = interface(store, nodes, edges)
+                store.query("MATCH (n) DETACH DELETE n", write=True)
+            report("neo4j", nodes.height, edges.height, base, mine)
 
 
 if __name__ == "__main__":
