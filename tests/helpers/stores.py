@@ -58,3 +58,46 @@ def dump(store: Path | str, database: str | None = None) -> tuple[list[str], lis
     assert not [i for i, n in identities.items() if n > 1], "an edge identity occurs twice"
     canon = lambda value: json.dumps(value, sort_keys=True)  # noqa: E731
     return sorted(canon(n) for n in nodes), sorted(canon(e) for e in edges)
+
+
+def digest(store: Path | str, *, database: str | None = None, runs: bool = True) -> dict[str, tuple[int, str]]:
+    """(count, order-independent SHA-256 sum) of every node label set and every edge type,
+    streamed (a store of millions of edges fits in little memory): two stores are equal
+    when their digests are. :Run nodes are left out; with ``runs=False`` so are the run
+    identities every node and edge carries (``run``, ``run_*``), to compare graphs written
+    by two versions whose run identities differ."""
+    import hashlib
+
+    def canon(value: dict) -> dict:
+        return value if runs else {k: v for k, v in value.items() if k != "run" and not k.startswith("run_")}
+
+    sums: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
+
+    def add(key: str, value) -> None:
+        text = json.dumps(value, sort_keys=True).encode()
+        entry = sums[key]
+        entry[0] += 1
+        entry[1] = (entry[1] + int.from_bytes(hashlib.sha256(text).digest(), "big")) % (1 << 256)
+
+    with open_store(store, create=False, database=database) as graph:
+        with graph.records(f"MATCH (n) WHERE NOT n:{schema.Label.RUN} "
+                           "RETURN labels(n) AS labels, properties(n) AS props") as rows:
+            for r in rows:
+                labels = ":".join(sorted(r["labels"]))
+                add(labels, [labels, canon(r["props"])])
+        with graph.records("MATCH (a)-[e]->(b) RETURN a.uid AS src, type(e) AS type, b.uid AS dst, "
+                           "properties(e) AS props") as rows:
+            for r in rows:
+                add(r["type"], [r["src"], r["dst"], canon(r["props"])])
+    return {key: (n, f"{total:064x}") for key, (n, total) in sorted(sums.items())}
+
+
+if __name__ == "__main__":  # python -m tests.helpers.stores STORE_A STORE_B
+    import sys
+
+    a, b = (digest(path, runs=False) for path in sys.argv[1:3])
+    for key in sorted(set(a) | set(b)):
+        same = "equal" if a.get(key) == b.get(key) else "DIFFERENT"
+        print(f"{key:28s} {a.get(key, (0, ''))[0]:>10,d} {b.get(key, (0, ''))[0]:>10,d}  "
+              f"{a.get(key, (0, '-'))[1][:16]}  {b.get(key, (0, '-'))[1][:16]}  {same}")
+    sys.exit(0 if a == b else 1)
