@@ -206,12 +206,12 @@ def task_summary(model, batch: TaskBatch, metric: Metric, chunk: int = 32) -> di
     the mean metric on the clean and on the corrupt prompts: ``{"accuracy", "metric_clean",
     "metric_corrupt"}``."""
     values: dict[str, list[torch.Tensor]] = {"clean": [], "corrupt": [], "right": []}
+    device = device_of(model)
     for start in range(0, len(batch), chunk):
-        rows = slice(start, start + chunk)
-        answer, wrong = batch.answer_ids[rows], batch.wrong_ids[rows]
+        rows = torch.arange(start, min(start + chunk, len(batch)))
+        answer, wrong = batch.answer_ids[rows].to(device), batch.wrong_ids[rows].to(device)
         for which, side in (("clean", batch.clean), ("corrupt", batch.corrupt)):
-            logits = model(input_ids=side.ids[rows], attention_mask=side.attention_mask[rows],
-                           position_ids=side.position_ids[rows]).logits.float()
+            logits = forward_logits(model, side.rows(rows)).float()
             values[which].append(metric(logits, answer, wrong))
             if which == "clean":
                 last = logits[:, -1]

@@ -21,11 +21,15 @@ from compgraph.engine import identity, registry
 from compgraph.engine.context import Execution
 from compgraph.options import Options, check, declaration, option
 from compgraph.engine.stage import Stage
-from compgraph.errors import ConfigError
+from compgraph.errors import ConfigError, RegistryError
 from compgraph.models import loading
 from compgraph.models.info import ModelInfo, model_info
 
 DEFAULT_STAGES = ("neurons", "heads", "experts")
+
+
+JOB_FIELDS = frozenset({"model", "name", "extract", "force", "execution", "options"})
+"""The job's own fields: no stage option may take one of these names."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,6 +62,10 @@ class IngestConfig(Options):
         if self.name is not None and (not self.name or "/" in self.name or ":" in self.name):
             raise ConfigError(f"--name must be non-empty and contain no '/' or ':': {self.name!r}")
         table = registry.options()
+        shadowed = sorted(set(table) & (JOB_FIELDS | {f.name for f in dataclasses.fields(Execution)}))
+        if shadowed:  # it would be routed to the job or its execution and never reach the stage
+            raise RegistryError(f"stage option(s) {', '.join(shadowed)} take the name of a job or execution setting; "
+                                "rename them in the stage's Config")
         unknown = sorted(set(self.options) - set(table))
         if unknown:
             raise ConfigError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(table))}")
@@ -168,3 +176,6 @@ def plan_job(options: IngestConfig, *, loaded=None) -> JobPlan:
                 model=name, stage=stage.name, version=stage.version, config=config, inputs=inputs))
             planned.append(StagePlan(stage, config, uid, inputs, reason, scope))
     return JobPlan(options, info, planned, digests["weights"])
+
+
+assert JOB_FIELDS == {f.name for f in dataclasses.fields(IngestConfig)}, "JOB_FIELDS names IngestConfig's fields"

@@ -294,8 +294,14 @@ class BaseStore(ABC):
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        try:  # the error in flight says what happened; one from closing must not replace it
+            self.close()
+        except Exception:  # noqa: BLE001
+            pass
 
 
 class EdgeMergePlan(NamedTuple):

@@ -58,8 +58,11 @@ def _store_error(err: Exception, location: str) -> StoreError:
         return StoreAuthError(f"authentication failed at {location} (check NEO4J_USER / NEO4J_PASSWORD)")
     if isinstance(err, (nx.ServiceUnavailable, nx.SessionExpired)):
         return StoreUnavailable(f"cannot reach {location}: {message}")
-    if isinstance(err, nx.CypherSyntaxError) and not message.startswith("Type mismatch"):
-        return QueryError(f"Cypher syntax error: {message}")  # Neo4j files a parameter's type here too
+    # Neo4j files a parameter of the wrong type under SyntaxError too; its GQL status says
+    # it is a data exception (class 22), as the message does
+    data_error = str(getattr(err, "gql_status", "") or "").startswith("22") or message.startswith("Type mismatch")
+    if isinstance(err, nx.CypherSyntaxError) and not data_error:
+        return QueryError(f"Cypher syntax error: {message}")
     if code.endswith("Statement.ParameterMissing"):
         return QueryError(f"missing parameter: {message}")
     if "database" in message.lower() and "not" in message.lower() and "exist" in message.lower():

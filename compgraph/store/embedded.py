@@ -357,7 +357,10 @@ class EmbeddedStore(BaseStore):
     def _failed(self, err: BaseException) -> StoreError:
         """The error of a failed write: the file system's refusal when it was one (the
         engine may report it against whichever statement came next), else the engine's."""
-        return files.disk_error([m for _, m in _java_chain(err)] + [str(err)], self.root) or _store_error(err)
+        error = _store_error(err)
+        unexplained = type(error) is QueryError and str(error).startswith("query failed")
+        return files.disk_error([m for _, m in _java_chain(err)] + [str(err)], self.root,
+                                unexplained=unexplained) or error
 
     # ---- engine primitives ------------------------------------------------------------
     def _ensure_types(self) -> None:

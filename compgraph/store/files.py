@@ -40,14 +40,16 @@ def disk_message(code: int, where: str | os.PathLike) -> str | None:
     return cause[1].format(where=where) if cause else None
 
 
-def disk_error(messages: list[str], where: str | os.PathLike) -> DiskWriteError | None:
+def disk_error(messages: list[str], where: str | os.PathLike, *, unexplained: bool = True) -> DiskWriteError | None:
     """The :class:`DiskWriteError` behind a failed store operation, if the file system
     refused a write: one of ``messages`` (the engine's exception chain) names the
-    cause, or the store's file system has less than :data:`LOW_SPACE` bytes free."""
+    cause, or — when the engine gave no specific reason (``unexplained``: not a syntax
+    error, a duplicate key, a missing parameter) — the store's file system has less than
+    :data:`LOW_SPACE` bytes free."""
     for code, (text, _) in _CAUSES.items():
         if any(text in m for m in messages):
             return DiskWriteError(disk_message(code, where))
-    if free_bytes(where) < LOW_SPACE:
+    if unexplained and free_bytes(where) < LOW_SPACE:
         return DiskWriteError(disk_message(errno.ENOSPC, where))
     return None
 
@@ -85,10 +87,12 @@ def holder(lock_file: str | os.PathLike) -> Holder | None:
             continue
         try:
             pid = int(fields[4])
-            _maj, _min, inode = fields[5].split(":")
+            major, minor, inode = fields[5].split(":")
+            device = os.makedev(int(major, 16), int(minor, 16))
+            same = int(inode) == st.st_ino and device == st.st_dev
         except ValueError:
             continue
-        if int(inode) == st.st_ino and pid > 0 and pid != os.getpid():
+        if same and pid > 0 and pid != os.getpid():
             return Holder(pid, command_line(pid))
     return None
 

@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import socket
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -63,10 +64,11 @@ def serving(path: str | os.PathLike, *, port: int = DEFAULT_PORT, password: str,
     start_engine(root / "log")
     from arcadedb_embedded.server import ArcadeDBServer
 
-    server_dir = root / "server"
-    server_dir.mkdir(exist_ok=True)
+    # The server's own files (users, settings) in a fresh folder each time: the engine takes
+    # the root password only when it has no users file yet, so a kept one would pin the first.
+    server_dir = tempfile.TemporaryDirectory(prefix="compgraph-serve-")
     server = ArcadeDBServer(
-        root_path=str(server_dir), root_password=password,
+        root_path=server_dir.name, root_password=password,
         config={"host": host, "http_port": _free_port(host),
                 "server_plugins": "Bolt:com.arcadedb.bolt.BoltProtocolPlugin", "bolt_port": port,
                 "server_databaseDirectory": str(root), "server_databaseLoadAtStartup": False,
@@ -77,6 +79,7 @@ def serving(path: str | os.PathLike, *, port: int = DEFAULT_PORT, password: str,
         server.get_database(DATABASE_DIR)  # open it now: a lock held elsewhere shows here
     except Exception as err:
         server.stop()
+        server_dir.cleanup()
         raise open_error(err, root) from err
     uri = f"bolt://{host}:{port}"
     marker = root / files.SERVED
@@ -87,3 +90,4 @@ def serving(path: str | os.PathLike, *, port: int = DEFAULT_PORT, password: str,
         with contextlib.suppress(OSError):
             marker.unlink()
         server.stop()
+        server_dir.cleanup()

@@ -73,3 +73,14 @@ def test_the_readme_example_stage_runs_as_written(clean_registry, tiny_dir):
     w_o = params.attention(loaded.model, loaded.adapter, 1).W_O.detach()
     got = heads.filter(heads["layer"] == 1)["w_o_norm"].to_list()
     assert got == pytest.approx([float(torch.linalg.norm(w_o[h])) for h in range(w_o.shape[0])], rel=1e-6)
+
+
+def test_a_stage_option_named_like_a_job_setting_is_refused(monkeypatch):
+    """A stage option called ``device`` (an execution setting) would be routed to the
+    execution and never reach its stage: the job refuses to start."""
+    from compgraph.errors import RegistryError
+
+    real = registry.options()
+    monkeypatch.setattr(registry, "options", lambda: {**real, "device": real["top_k"]})
+    with pytest.raises(RegistryError, match="device take the name of a job or execution setting"):
+        IngestConfig(model="m")

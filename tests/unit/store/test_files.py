@@ -33,6 +33,8 @@ def test_disk_error_reads_the_engine_chain_or_the_free_space(tmp_path, monkeypat
     assert files.disk_error(["syntax error"], tmp_path) is None  # plenty of room here
     monkeypatch.setattr(files, "free_bytes", lambda path: files.LOW_SPACE - 1)
     assert str(files.disk_error(["CREATE CONSTRAINT failed"], tmp_path)).startswith("no space left")
+    # an error the engine explains (a syntax error, a duplicate key) stays itself on a full disk
+    assert files.disk_error(["Cypher syntax error"], tmp_path, unexplained=False) is None
 
 
 def test_free_bytes_asks_the_nearest_existing_folder(tmp_path):
