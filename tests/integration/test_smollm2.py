@@ -127,7 +127,7 @@ def test_induction_heads_are_the_ones_copying_depends_on(smollm2, ingested):
 def test_a_smaller_top_k_replaces_the_earlier_decodings(smollm2, ingested, tmp_path):
     """The replacement rule on the real model: top-k 2 then 1 leaves exactly ranks 0 and -1."""
     path, cfg = ingested
-    smaller = IngestConfig(**{**cfg.__dict__, "top_k": 1, "extract": ("neurons",)})
+    smaller = cfg.with_options(top_k=1, extract=("neurons",))
     with open_store(path) as store:
         report = ingest(store, smaller, loaded=smollm2)
         assert report.stage("neurons").status == "complete"
