@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from compgraph.data.digests import file_digest
 from compgraph.errors import ConfigError
 from compgraph.data.shipped import data_dir
 
@@ -241,14 +242,6 @@ def _package_dir(entry: dict) -> Path | None:
     return Path(list(spec.submodule_search_locations)[0]) / entry["directory"]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _packaged_corpus(spec: str) -> Corpus:
     name = spec.split(":", 1)[1]
     manifest = _manifest()
@@ -263,7 +256,7 @@ def _packaged_corpus(spec: str) -> Corpus:
         if not path.is_file():
             raise ConfigError(f"{spec}: {entry['package']} has no {filename} (another version?); "
                               f"run `{_install_hint(entry)}`")
-        actual = _sha256(path)
+        actual = file_digest(path)
         if actual != expected:
             raise ConfigError(f"{spec}: {path} has SHA-256 {actual[:16]}…, expected {expected[:16]}… "
                               f"({entry['package']} {entry['version']}); run "

@@ -28,10 +28,6 @@ from compgraph.models.info import ModelInfo, model_info
 DEFAULT_STAGES = ("neurons", "heads", "experts")
 
 
-JOB_FIELDS = frozenset({"model", "name", "extract", "force", "execution", "options"})
-"""The job's own fields: no stage option may take one of these names."""
-
-
 @dataclass(frozen=True, kw_only=True)
 class IngestConfig(Options):
     """What ``compgraph ingest`` was asked for (build one with :meth:`of`)."""
@@ -62,7 +58,8 @@ class IngestConfig(Options):
         if self.name is not None and (not self.name or "/" in self.name or ":" in self.name):
             raise ConfigError(f"--name must be non-empty and contain no '/' or ':': {self.name!r}")
         table = registry.options()
-        shadowed = sorted(set(table) & (JOB_FIELDS | {f.name for f in dataclasses.fields(Execution)}))
+        settings = {f.name for cls in (type(self), Execution) for f in dataclasses.fields(cls)}
+        shadowed = sorted(set(table) & settings)
         if shadowed:  # it would be routed to the job or its execution and never reach the stage
             raise RegistryError(f"stage option(s) {', '.join(shadowed)} take the name of a job or execution setting; "
                                 "rename them in the stage's Config")
@@ -177,5 +174,3 @@ def plan_job(options: IngestConfig, *, loaded=None) -> JobPlan:
             planned.append(StagePlan(stage, config, uid, inputs, reason, scope))
     return JobPlan(options, info, planned, digests["weights"])
 
-
-assert JOB_FIELDS == {f.name for f in dataclasses.fields(IngestConfig)}, "JOB_FIELDS names IngestConfig's fields"

@@ -64,7 +64,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
 import re
 import shutil
@@ -78,6 +77,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+
+from compgraph.data.digests import file_digest
 
 NEO4J_VERSION = "5.26.19"
 GDS_VERSION = "2.13.9"
@@ -190,14 +191,6 @@ def read_lock(lock: Path = LOCK_FILE) -> dict[str, str]:
     return entries
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _present_jars(directory: Path) -> set[str]:
     return {f"{sub}/{p.name}" for sub in JAR_DIRS if (directory / sub).is_dir()
             for p in (directory / sub).glob("*.jar")}
@@ -212,7 +205,7 @@ def verify_jars(directory: Path, expected: dict[str, str], lock: Path = LOCK_FIL
     if missing := sorted(expected.keys() - present):
         raise AssemblyError(f"{directory / missing[0]}: locked jar missing")
     for name, digest in sorted(expected.items()):
-        actual = _sha256(directory / name)
+        actual = file_digest(directory / name)
         if actual != digest:
             raise AssemblyError(f"{directory / name}: sha256 {actual} does not match the lock {lock} "
                                 f"({digest}); delete the jar and assemble again")
@@ -285,7 +278,7 @@ def write_lock(directory: Path | str, lock: Path = LOCK_FILE) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     with _exclusive(directory):
         _fetch(directory)
-        lines = [f"{_sha256(directory / name)}  {name}" for name in sorted(_present_jars(directory))]
+        lines = [f"{file_digest(directory / name)}  {name}" for name in sorted(_present_jars(directory))]
     Path(lock).write_text("\n".join(lines) + "\n")
     return Path(lock)
 
