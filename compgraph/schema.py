@@ -91,6 +91,8 @@ class Prop(StrEnum):
     SECONDS = "seconds"
     COMPUTE_SECONDS = "compute_seconds"
     WRITE_SECONDS = "write_seconds"
+    PROFILE = "profile"
+    PEAK_MB = "peak_mb"
     ROWS_WRITTEN = "rows_written"
     CODE_VERSION = "code_version"
     SUPERSEDED_BY = "superseded_by"

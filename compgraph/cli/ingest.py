@@ -34,8 +34,9 @@ def _effects_options() -> list[click.Option]:
                             skip=("model", "extract", "force", "batch_size", "memory_gb"), required=("tasks",))
 
 
-def _run_job(model: str, options: dict, store, database) -> None:
-    """Plan (every check, before the store is opened), run with progress bars, report per stage."""
+def _run_job(model: str, options: dict, store, database, profile: bool = False) -> None:
+    """Plan (every check, before the store is opened), run with progress bars, report per
+    stage; with ``profile``, each computed shard's compute and write seconds and peak memory."""
     from compgraph.ingest import IngestConfig, ingest, plan
     from compgraph.store.factory import open_store
 
@@ -51,32 +52,55 @@ def _run_job(model: str, options: dict, store, database) -> None:
         else:
             detail = stage.reason or ""
         click.echo(f"{report.model}: {stage.stage} [{stage.status}] {stage.run}: {detail}")
+    if profile:
+        _print_profile(report)
+
+
+def _print_profile(report) -> None:
+    """Per stage and per shard: compute_s, write_s and peak_mb (stage rows: sums and the max)."""
+    import polars as pl
+
+    rows = [{"stage": s.stage, **p} for s in report.stages for p in s.profile]
+    if not rows:
+        click.echo("profile: no shard was computed", err=True)
+        return
+    shards = pl.DataFrame(rows).drop("peak_reset")
+    stages = shards.group_by("stage", maintain_order=True).agg(
+        pl.lit("(all)").alias("shard"), pl.col("compute_s").sum(), pl.col("write_s").sum(), pl.col("peak_mb").max())
+    emit(stages, "table", "profile by stage (seconds summed over shards, peak memory the largest, MiB)")
+    emit(shards, "table", "profile by shard")
+
+
+_PROFILE = click.option("--profile", is_flag=True,
+                        help="Print each stage's and shard's compute and write seconds and peak memory.")
 
 
 @click.command(cls=DeclaredCommand, options=_ingest_options)
 @click.argument("model")
+@_PROFILE
 @store_options
 @handle_errors
-def ingest(model, store, database, **options):
+def ingest(model, profile, store, database, **options):
     """Compute MODEL's components into the store, stage by stage (resumable; a complete
     stage is skipped; a stage whose version, config or inputs changed is recomputed and
     replaces what it wrote before).
 
     MODEL: a .gguf file, a model directory, an org/name hub id, or packaged:smollm2.
     """
-    _run_job(model, options, store, database)
+    _run_job(model, options, store, database, profile)
 
 
 @click.command(cls=DeclaredCommand, options=_effects_options)
 @click.argument("model")
 @click.option("--force", "force_effects", is_flag=True, help="Recompute even if complete.")
+@_PROFILE
 @store_options
 @handle_errors
-def effects(model, force_effects, store, database, **options):
+def effects(model, force_effects, profile, store, database, **options):
     """Measure every component's causal effect on each task, and each task's node circuit
     (the effects stage of `ingest`, alone; one run per task)."""
     _run_job(model, {**options, "extract": ("effects",), "force": ("effects",) if force_effects else ()},
-             store, database)
+             store, database, profile)
 
 
 @click.command()

@@ -14,7 +14,9 @@ stage it
 4. at the end sweeps what the superseded runs wrote and this one did not (their
    remaining edges, and node properties this run no longer sets), and marks the run
    complete with its duration, the rows it wrote, and the seconds spent computing
-   shards and writing them (``compute_seconds``, ``write_seconds``).
+   shards and writing them (``compute_seconds``, ``write_seconds``), with every shard's
+   profile and the largest peak memory (``profile``, ``peak_mb``:
+   :mod:`compgraph.engine.profile`).
 
 So the graph always equals a clean run of the latest configuration of each stage.
 Planning (:func:`compgraph.engine.job.plan_job`) reads only configs and file digests:
@@ -34,6 +36,7 @@ from compgraph import __version__, schema
 from compgraph.engine import identity
 from compgraph.engine.context import Progress, StageContext, no_progress
 from compgraph.engine.job import JobPlan, StagePlan
+from compgraph.engine.profile import ShardClock
 from compgraph.engine.stage import Frames
 from compgraph.store.base import GraphStore
 
@@ -50,6 +53,8 @@ class StageReport:
     shards_skipped: int = 0
     rows_written: int = 0
     reason: str | None = None
+    profile: list[dict] = field(default_factory=list)
+    """The shards this job computed: shard, compute_s, write_s, peak_mb, peak_reset."""
 
 
 @dataclass
@@ -125,6 +130,7 @@ class _StageRun:
         self.timing = {"compute": 0.0, "write": 0.0} if self.fresh else {
             "compute": float(state.get(P.COMPUTE_SECONDS) or 0.0), "write": float(state.get(P.WRITE_SECONDS) or 0.0)}
         self.had_superseded_by = bool(state) and state.get(P.SUPERSEDED_BY) is not None
+        self.profile: list[dict] = [] if self.fresh else json.loads(state.get(P.PROFILE) or "[]")
 
     def execute(self) -> StageReport:
         stage, info = self.stage, self.ctx.info
@@ -146,23 +152,28 @@ class _StageRun:
         shards = stage.shards(info, self.step.config, self.ctx.execution)
         replace = {self.step.run, *(o["uid"] for o in others)}
         advance = self.ctx.progress(self.step.label, len(shards))
-        written, skipped = [], 0
+        written, skipped, profiled = [], 0, []
         for shard in shards:
             if shard in self.done:
                 skipped += 1
             else:
-                tick = time.perf_counter()
-                frames = stage.run(self.ctx, self.step.config, shard)
-                tock = time.perf_counter()
-                self._write(frames, replace)
-                self.timing["compute"] += tock - tick
-                self.timing["write"] += time.perf_counter() - tock
+                clock = ShardClock(shard)
+                with clock.phase("compute"):
+                    frames = stage.run(self.ctx, self.step.config, shard)
+                with clock.phase("write"):
+                    self._write(frames, replace)
+                for phase, seconds in clock.seconds.items():
+                    self.timing[phase] += seconds
+                profiled.append(clock.record())
+                self.profile.append(profiled[-1])
                 self.done.add(shard)
                 written.append(shard)
                 self._set_run(self.step.run, **{P.DONE: sorted(self.done), P.ROWS_WRITTEN: self.rows,
                                                 P.WROTE: json.dumps(self.wrote),
                                                 P.COMPUTE_SECONDS: self.timing["compute"],
-                                                P.WRITE_SECONDS: self.timing["write"]})
+                                                P.WRITE_SECONDS: self.timing["write"],
+                                                P.PROFILE: json.dumps(self.profile),
+                                                P.PEAK_MB: max(p["peak_mb"] for p in self.profile)})
             advance()
         tick = time.perf_counter()
         self._sweep(others)
@@ -171,7 +182,7 @@ class _StageRun:
         seconds = (dt.datetime.fromisoformat(finished) - dt.datetime.fromisoformat(self.started)).total_seconds()
         self._set_run(self.step.run, **{P.STATUS: schema.RunStatus.COMPLETE, P.FINISHED_AT: finished,
                                         P.SECONDS: seconds, P.WRITE_SECONDS: self.timing["write"]})
-        return StageReport(self.step.label, self.step.run, "complete", written, skipped, self.rows)
+        return StageReport(self.step.label, self.step.run, "complete", written, skipped, self.rows, profile=profiled)
 
     def _set_run(self, uid: str, **props) -> None:
         self.store.merge_nodes(schema.RUN, pl.DataFrame([{"uid": uid, **props}]))

@@ -41,8 +41,12 @@ def rows(cli, cypher: str) -> list[dict]:
 
 
 def test_ingest_counts_runs_and_rerun_changes_nothing(cli, tiny_dir):
-    result = cli("ingest", str(tiny_dir), "--name", "tiny", "--top-k", "4", "--device", "cpu")
+    result = cli("ingest", str(tiny_dir), "--name", "tiny", "--top-k", "4", "--device", "cpu", "--profile")
     assert result.exit_code == 0, result.output
+    # --profile: a table by stage, then one row per shard computed (neurons: 2 decode + 1 stats)
+    by_stage, by_shard = result.stdout.split("profile by shard")
+    assert "profile by stage" in by_stage and all(s in by_stage for s in ("tokens", "neurons", "heads"))
+    assert by_shard.count("decode/L") == 2 and by_shard.count("stats/L0-L1") == 1
     first = counts(cli)
     assert first["labels"]["Neuron"] == N_NEURONS and first["labels"]["Head"] == TINY["layers"] * TINY["heads"]
     assert first["labels"]["Token"] == 49152 and first["labels"]["Model"] == 1 and first["labels"]["Run"] == 3
@@ -56,6 +60,7 @@ def test_ingest_counts_runs_and_rerun_changes_nothing(cli, tiny_dir):
     assert sorted((r["stage"], r["status"]) for r in runs) == [
         ("heads", "complete"), ("neurons", "complete"), ("tokens", "complete")]
     assert all(r["rows_written"] > 0 and r["seconds"] >= 0 and json.loads(r["config"]) is not None for r in runs)
+    assert all(r["peak_mb"] > 0 and r["scope"] == "" for r in runs)
     again = cli("ingest", str(tiny_dir), "--name", "tiny", "--top-k", "4", "--device", "cpu")
     assert again.exit_code == 0 and again.output.count("already complete") == 3
     assert counts(cli) == first
