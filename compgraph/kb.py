@@ -196,29 +196,53 @@ class KB:
         Where several relationships join one ordered pair (q/k/v composition of two heads,
         CONNECTS beside CAUSES, several tasks), the one of largest |weight| is kept (ties:
         by rel, kind, task, method) and ``n_parallel`` counts how many there were: a plain
-        DiGraph is what most networkx algorithms expect. Graph attribute: ``model``."""
+        DiGraph is what most networkx algorithms expect. Graph attribute: ``model``. The frames
+        behind it: :meth:`component_tables`."""
         import networkx as nx
 
+        nodes, table = self.component_tables(model, edges, kinds, min_weight, task, method, isolates=isolates)
+        graph = nx.DiGraph(model=model)
+        graph.add_nodes_from((row.pop(UID), row) for row in nodes.iter_rows(named=True))
+        graph.add_edges_from((row.pop("src"), row.pop("dst"), row) for row in table.iter_rows(named=True))
+        return graph
+
+    def component_tables(self, model: str, edges: Iterable[str] | str = GRAPH_RELS,
+                         kinds: Iterable[str] | None = None, min_weight: float | None = None, task: str | None = None,
+                         method: str | None = None, *, isolates: bool = True) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """:meth:`component_graph` as two frames, without networkx (for graphs of millions of
+        edges): nodes (uid, kind, layer, index, model) and edges (src, dst, rel, weight, kind,
+        task, method, n_parallel), one edge per ordered pair as there."""
         rels = _check_rels(edges)
         nodes = self.components(model)
         if kinds is not None:
             nodes = nodes.filter(pl.col("kind").is_in(_check_kinds(kinds)))
-        uids = nodes[UID].to_list()
+        uids = nodes[UID].implode()
         table = pl.concat([pl.DataFrame(schema=GRAPH_EDGE_COLUMNS),
                            *(self._graph_edges(rel, model, task, method) for rel in rels)], how="vertical")
-        table = _strongest(table.filter(pl.col("src").is_in(uids) & pl.col("dst").is_in(uids)),
-                           min_weight)
-        graph = nx.DiGraph(model=model)
-        graph.add_nodes_from((row.pop(UID), row) for row in nodes.select(UID, *DESCRIBE, MODEL).iter_rows(named=True))
-        graph.add_edges_from((row.pop("src"), row.pop("dst"), row) for row in table.iter_rows(named=True))
+        table = _strongest(table.filter(pl.col("src").is_in(uids) & pl.col("dst").is_in(uids)), min_weight)
+        nodes = nodes.select(UID, *DESCRIBE, MODEL)
         if not isolates:
-            graph.remove_nodes_from(list(nx.isolates(graph)))
-        return graph
+            nodes = nodes.filter(pl.col(UID).is_in(pl.concat([table["src"], table["dst"]]).unique().implode()))
+        return nodes, table
 
-    def _graph_edges(self, rel: str, model: str, task: str | None, method: str | None) -> pl.DataFrame:
+    def edges_among(self, model: str, uids: Iterable[str], edges: Iterable[str] | str = GRAPH_RELS,
+                    task: str | None = None, method: str | None = None) -> pl.DataFrame:
+        """The edges of :meth:`component_graph` (same columns and rule: one per ordered pair and
+        relationship set asked for) whose two ends are both among ``uids``, read without
+        reading the rest of the graph (for a circuit's members)."""
+        uids = list(dict.fromkeys(uids))
+        table = pl.concat([pl.DataFrame(schema=GRAPH_EDGE_COLUMNS),
+                           *(self._graph_edges(rel, model, task, method, among=uids) for rel in _check_rels(edges))],
+                          how="vertical")
+        return _strongest(table, None)
+
+    def _graph_edges(self, rel: str, model: str, task: str | None, method: str | None,
+                     among: list[str] | None = None) -> pl.DataFrame:
         kind, weight, label = _GRAPH_EDGE[rel]
         where = _present({TASK: task, METHOD: method}) if kind is schema.CAUSES else None
-        found = _conform(self.store.edges(kind, where=where, source_where={MODEL: model}),
+        ends = {} if among is None else {UID: among}
+        found = _conform(self.store.edges(kind, where=where, source_where={MODEL: model, **ends},
+                                          target_where=ends or None),
                          {"src": pl.String, "dst": pl.String, weight: pl.Float64, label: pl.String,
                           TASK: pl.String, METHOD: pl.String})
         if kind is not schema.CAUSES:  # task and method belong to attribution edges only

@@ -20,23 +20,31 @@ resolution γ; :func:`networkx.community.modularity`)::
 the weighted degrees (strengths) of the nodes of ``c``. A graph with no weight at all
 (``m = 0``) has ``Q = NaN``.
 
-*Communities* (:func:`communities`): Leiden (``leidenalg`` on ``igraph``; the
-modularity quality function at γ = 1, the Reichardt–Bornholdt configuration model
-at any other γ; ``iterations`` passes, 2 by default as in leidenalg, -1 for "until a
-pass improves nothing", which on a large graph without structure takes many passes
-of tiny gains), or networkx's Louvain (run to convergence; ``iterations`` does not
-apply) when ``leidenalg`` is not importable (``method="auto"``) or asked for. Labels are
-canonical: 0 is the largest community, ties broken by the position in ``G`` of each
-community's first node, so the same partition always gets the same labels.
+*Communities* (:func:`communities`): Leiden (igraph's C implementation,
+``Graph.community_leiden`` with the modularity objective and resolution γ — the
+Reichardt–Bornholdt configuration model, plain modularity at γ = 1; ``iterations``
+passes, 2 by default, -1 for "until a pass improves nothing", which on a large graph
+without structure takes many passes of tiny gains; its random choices seeded with
+``seed``), or networkx's Louvain (``method="louvain"``; run to convergence;
+``iterations`` does not apply). ``method="auto"`` is Leiden. (Up to 0.1.0 Leiden ran
+through the ``leidenalg`` package: the same algorithm by the same author, about ten times
+slower on SmolLM2's 1.95 M-pair graph, Q equal to 1e-4.) Labels are canonical: 0 is the
+largest community, ties broken by the position in ``G`` of each community's first node,
+so the same partition always gets the same labels.
 
 *Null model* (:func:`null_model_z`): ``n`` randomised graphs (:func:`randomised`): the
 undirected view rewired by degree-preserving double-edge swaps (``igraph``
-``Graph.rewire``, 10 trials per edge, no self-loops or parallel edges created), then
-the multiset of edge weights shuffled over the new edges. Each keeps every node's
-degree (number of neighbours) and the weights, not every node's strength. On each, the
-communities are found again by the same method (and iterations) and their Q measured;
-``z = (Q − mean) / std`` (``std`` with ddof = 1; ``z = NaN`` when ``std`` is 0 or
-``n < 2``).
+``Graph.rewire``, ``rewire`` trials per edge — :data:`REWIRE_TRIALS_PER_EDGE`, 2 by
+default —, no self-loops or parallel edges created), then the multiset of edge weights
+shuffled over the new edges. Each keeps every node's degree (number of neighbours) and
+the weights, not every node's strength. On each, the communities are found again by the
+same method (and iterations) and their Q measured; ``z = (Q − mean) / std`` (``std``
+with ddof = 1; ``z = NaN`` when ``std`` is 0 or ``n < 2``). (Up to 0.1.0: 10 trials per
+edge; the README compares the two on the SmolLM2 store.)
+
+*Frames* (:func:`from_frames`): the same undirected view built from node ids and an edge
+frame (``src``, ``dst``, ``weight``) without networkx — what ``compgraph analyse
+modularity`` uses on graphs of millions of edges; :func:`null_model_z` takes either.
 
 *Composition* (:func:`summary`): one row per community: ``community``, ``size``, one
 column ``n_<kind>`` per node kind found in ``G`` (the node attribute ``kind``; a node
@@ -51,7 +59,7 @@ import contextlib
 import functools
 import math
 import random
-from typing import Any, Hashable, Iterable, Literal
+from typing import Any, Hashable, Iterable, Literal, NamedTuple, Sequence
 
 import networkx as nx
 import numpy as np
@@ -62,9 +70,17 @@ from compgraph.errors import ConfigError
 Method = Literal["auto", "leiden", "louvain"]
 Partition = dict[Hashable, int]
 
-REWIRE_TRIALS_PER_EDGE = 10
+REWIRE_TRIALS_PER_EDGE = 2
+"""Swap trials per edge of the null model's rewiring."""
 LEIDEN_ITERATIONS = 2
-"""Leiden passes (leidenalg's default); -1 iterates until a pass improves nothing."""
+"""Leiden passes (igraph's and leidenalg's default); -1 iterates until a pass improves nothing."""
+
+
+class Undirected(NamedTuple):
+    """The undirected view as an igraph graph: vertex i is ``nodes[i]``; edge attribute ``weight``."""
+
+    nodes: list
+    graph: Any
 
 
 # ---- the undirected view ---------------------------------------------------------------
@@ -86,45 +102,74 @@ def undirected(G: nx.Graph, weight: str = "weight") -> nx.Graph:
     return H
 
 
-def _to_igraph(H: nx.Graph):
-    """``H`` (an undirected view) as an igraph Graph with the ``weight`` edge attribute;
-    vertex i is ``list(H)[i]``."""
+def from_frames(nodes: Sequence[Hashable], edges: pl.DataFrame, weight: str = "weight") -> Undirected:
+    """The undirected view (module docstring) of the graph whose vertices are ``nodes`` (in
+    that order) and whose edges are the rows of ``edges`` (columns ``src``, ``dst`` and
+    ``weight``; endpoints not in ``nodes`` are refused). Edges in order of (lower, higher)
+    vertex position."""
     import igraph as ig
 
-    index = {node: i for i, node in enumerate(H)}
-    g = ig.Graph(n=len(index), edges=[(index[u], index[v]) for u, v in H.edges()])
-    g.es["weight"] = [float(w) for _, _, w in H.edges(data="weight")]
-    return g
+    index = pl.DataFrame({"node": list(nodes), "_i": np.arange(len(nodes), dtype=np.int64)})
+    w = pl.col(weight).cast(pl.Float64).abs().fill_null(1.0) if weight in edges.columns else pl.lit(1.0)
+    table = edges.select(pl.col("src").alias("node"), pl.col("dst").alias("_dst"), w.alias("_w"))
+    if table.height:
+        table = table.join(index, on="node", how="left").rename({"_i": "_u"}) \
+            .join(index.rename({"node": "_dst"}), on="_dst", how="left").rename({"_i": "_v"})
+        unknown = table.filter(pl.col("_u").is_null() | pl.col("_v").is_null())
+        if unknown.height:
+            row = unknown.row(0, named=True)
+            raise ConfigError(f"{unknown.height} edge(s) name a node outside the graph, e.g. "
+                              f"{row['node']} -> {row['_dst']}")
+        table = table.filter(pl.col("_u") != pl.col("_v")) \
+            .select(pl.min_horizontal("_u", "_v").alias("a"), pl.max_horizontal("_u", "_v").alias("b"), "_w") \
+            .group_by("a", "b").agg(pl.col("_w").sum()).sort("a", "b")
+    pairs = table.select("a", "b").to_numpy() if table.height else np.zeros((0, 2), dtype=np.int64)
+    g = ig.Graph(n=len(index), edges=pairs.tolist())
+    g.es["weight"] = table["_w"].to_list() if table.height else []
+    return Undirected(list(nodes), g)
+
+
+def _view(G: "nx.Graph | Undirected", weight: str = "weight") -> Undirected:
+    """The undirected view of a networkx graph (or one already built)."""
+    if isinstance(G, Undirected):
+        return G
+    rows = [(u, v, data.get(weight)) for u, v, data in G.edges(data=True)]
+    frame = pl.DataFrame(rows, schema={"src": pl.Object, "dst": pl.Object, "weight": pl.Float64}, orient="row") \
+        if rows else pl.DataFrame(schema={"src": pl.Object, "dst": pl.Object, "weight": pl.Float64})
+    return _from_objects(list(G), frame)
+
+
+def _from_objects(nodes: list, frame: pl.DataFrame) -> Undirected:
+    """:func:`from_frames` for node ids of any hashable type: positions stand in for them."""
+    position = {node: i for i, node in enumerate(nodes)}
+    ids = pl.DataFrame({"src": [position[u] for u in frame["src"].to_list()],
+                        "dst": [position[v] for v in frame["dst"].to_list()], "weight": frame["weight"]},
+                       schema={"src": pl.Int64, "dst": pl.Int64, "weight": pl.Float64})
+    view = from_frames(list(range(len(nodes))), ids)
+    return Undirected(nodes, view.graph)
+
+
+def _to_igraph(H: nx.Graph):
+    """``H`` (an undirected view) as an igraph Graph (see :func:`from_frames`); vertex i is ``list(H)[i]``."""
+    return _view(H).graph
 
 
 # ---- communities -----------------------------------------------------------------------
 
-def _has_leiden() -> bool:
-    try:
-        import leidenalg  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def _resolve(method: str) -> str:
     if method not in ("auto", "leiden", "louvain"):
         raise ConfigError(f"method must be auto, leiden or louvain, not {method!r}")
-    if method == "auto":
-        return "leiden" if _has_leiden() else "louvain"
-    return method
+    return "leiden" if method == "auto" else method
 
 
 def _leiden_membership(g, *, seed: int, resolution: float, iterations: int) -> list[int]:
-    import leidenalg
-
-    if resolution == 1.0:
-        part = leidenalg.find_partition(g, leidenalg.ModularityVertexPartition, weights="weight",
-                                        n_iterations=iterations, seed=seed)
-    else:
-        part = leidenalg.find_partition(g, leidenalg.RBConfigurationVertexPartition, weights="weight",
-                                        n_iterations=iterations, seed=seed, resolution_parameter=resolution)
-    return list(part.membership)
+    """Leiden on the weighted igraph ``g`` (modularity objective at ``resolution``), seeded."""
+    if not g.vcount():
+        return []
+    with _igraph_seeded(seed):
+        found = g.community_leiden(objective_function="modularity", weights="weight", resolution=resolution,
+                                   n_iterations=iterations)
+    return list(found.membership)
 
 
 def _louvain_sets(H: nx.Graph, *, seed: int, resolution: float) -> list[set]:
@@ -162,9 +207,13 @@ def _find(H: nx.Graph, *, method: str, seed: int, resolution: float, iterations:
 def communities(G: nx.Graph, *, weight: str = "weight", method: Method = "auto", seed: int = 0,
                 resolution: float = 1.0, iterations: int = LEIDEN_ITERATIONS) -> Partition:
     """Node -> community label (0 = the largest) of the undirected view of ``G``, found by
-    Leiden (``method="leiden"``, or ``"auto"`` when leidenalg is importable) or Louvain."""
-    return _find(undirected(G, weight), method=_resolve(method), seed=seed, resolution=resolution,
-                 iterations=iterations)
+    Leiden (``method="leiden"`` or ``"auto"``) or Louvain."""
+    method = _resolve(method)
+    if method == "leiden":
+        view = _view(G, weight)
+        membership = _leiden_membership(view.graph, seed=seed, resolution=resolution, iterations=iterations)
+        return _canonical(view.nodes, _membership_groups(view.nodes, membership))
+    return _find(undirected(G, weight), method=method, seed=seed, resolution=resolution, iterations=iterations)
 
 
 # ---- modularity ------------------------------------------------------------------------
@@ -204,22 +253,24 @@ def _igraph_seeded(seed: int):
         ig.set_random_number_generator(random)
 
 
-def _rewired(g, seed: int):
-    """A rewired copy of the igraph ``g`` with its weights shuffled (:func:`randomised`)."""
+def _rewired(g, seed: int, trials: float = REWIRE_TRIALS_PER_EDGE):
+    """A rewired copy of the igraph ``g`` (``trials`` swap trials per edge) with its weights
+    shuffled (:func:`randomised`)."""
     r = g.copy()
     if r.ecount() >= 2:
         with _igraph_seeded(seed):
-            r.rewire(n=REWIRE_TRIALS_PER_EDGE * r.ecount(), allowed_edge_types="simple")
+            r.rewire(n=max(1, int(trials * r.ecount())), allowed_edge_types="simple")
     r.es["weight"] = np.random.default_rng(seed).permutation(np.asarray(g.es["weight"], dtype=float)).tolist()
     return r
 
 
-def randomised(G: nx.Graph, *, seed: int = 0, weight: str = "weight") -> nx.Graph:
+def randomised(G: nx.Graph, *, seed: int = 0, weight: str = "weight",
+               trials: float = REWIRE_TRIALS_PER_EDGE) -> nx.Graph:
     """A degree-preserving randomisation of the undirected view of ``G`` with its edge
     weights shuffled over the rewired edges (module docstring)."""
     H = undirected(G, weight)
     nodes = list(H)
-    r = _rewired(_to_igraph(H), seed)
+    r = _rewired(_to_igraph(H), seed, trials)
     R = nx.Graph()
     R.add_nodes_from(H.nodes(data=True))
     R.add_weighted_edges_from((nodes[e.source], nodes[e.target], w) for e, w in zip(r.es, r.es["weight"]))
@@ -242,31 +293,59 @@ def _z(q: float, samples: list[float]) -> tuple[float, float, float]:
     return mean, std, z
 
 
-def null_model_z(G: nx.Graph, *, n: int = 20, seed: int = 0, weight: str = "weight", method: Method = "auto",
-                 resolution: float = 1.0, iterations: int = LEIDEN_ITERATIONS) -> dict[str, Any]:
-    """Q of the communities found on ``G`` against Q of those found on ``n`` randomised
-    graphs: ``{q, mean, std, z, samples, partition}`` (module docstring; ``partition`` is
-    :func:`communities` of ``G`` with the same arguments)."""
+def _null_sample(g, seeds: tuple[int, int], *, trials: float, resolution: float, iterations: int) -> float:
+    """Q of the Leiden communities of one randomised copy of ``g``."""
+    rewire_seed, leiden_seed = seeds
+    r = _rewired(g, rewire_seed, trials)
+    return _igraph_q(r, _leiden_membership(r, seed=leiden_seed, resolution=resolution, iterations=iterations),
+                     resolution)
+
+
+def _map(work, items: list, workers: int) -> list:
+    """``[work(item) for item in items]``, in ``workers`` fresh processes when above 1 (spawned:
+    the caller may hold a JVM or threads that must not be forked)."""
+    if workers <= 1 or len(items) <= 1:
+        return [work(item) for item in items]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    workers = min(workers, len(items))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(work, items, chunksize=-(-len(items) // workers)))  # the graph pickled once per worker
+
+
+def null_model_z(G: "nx.Graph | Undirected", *, n: int = 20, seed: int = 0, weight: str = "weight",
+                 method: Method = "auto", resolution: float = 1.0, iterations: int = LEIDEN_ITERATIONS,
+                 trials: float = REWIRE_TRIALS_PER_EDGE, workers: int = 1) -> dict[str, Any]:
+    """Q of the communities found on ``G`` (a networkx graph, or a view from
+    :func:`from_frames`) against Q of those found on ``n`` randomised graphs (``trials``
+    swap trials per edge): ``{q, mean, std, z, samples, partition}`` (module docstring;
+    ``partition`` is :func:`communities` of ``G`` with the same arguments). Leiden's
+    samples run in ``workers`` processes (each sample's seeds are drawn first, so the
+    result does not depend on ``workers``)."""
     if n < 0:
         raise ConfigError(f"n must be >= 0, not {n}")
     method = _resolve(method)
-    H = undirected(G, weight)
     rng = random.Random(seed)
     samples = []
-    if method == "leiden":  # all in igraph: a 2M-edge graph never goes back through networkx
-        g, nodes = _to_igraph(H), list(H)
+    if method == "leiden":  # all in igraph: a 2M-edge graph never goes through networkx
+        view = _view(G, weight)
+        g, nodes = view.graph, view.nodes
         leiden = functools.partial(_leiden_membership, resolution=resolution, iterations=iterations)
-        membership = leiden(g, seed=seed) if nodes else []
+        membership = leiden(g, seed=seed)
         q, partition = _igraph_q(g, membership, resolution), _canonical(nodes, _membership_groups(nodes, membership))
-        for _ in range(n):
-            r = _rewired(g, rng.randrange(2**31))
-            samples.append(_igraph_q(r, leiden(r, seed=rng.randrange(2**31)), resolution))
+        seeds = [(rng.randrange(2**31), rng.randrange(2**31)) for _ in range(n)]
+        work = functools.partial(_null_sample, g, trials=trials, resolution=resolution, iterations=iterations)
+        samples = _map(work, seeds, workers)
     else:
+        if isinstance(G, Undirected):
+            raise ConfigError("louvain runs on a networkx graph; use method='leiden' for a view from frames")
+        H = undirected(G, weight)
         find = functools.partial(_find, method=method, resolution=resolution, iterations=iterations)
         partition = find(H, seed=seed)
         q = _modularity(H, partition, resolution)
         for _ in range(n):
-            R = randomised(H, seed=rng.randrange(2**31))
+            R = randomised(H, seed=rng.randrange(2**31), trials=trials)
             samples.append(_modularity(R, find(R, seed=rng.randrange(2**31)), resolution))
     mean, std, z = _z(q, samples)
     return {"q": q, "mean": mean, "std": std, "z": z, "samples": samples, "partition": partition}

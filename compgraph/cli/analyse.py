@@ -28,6 +28,7 @@ command's (:func:`write_communities`). Heavy imports happen inside the commands.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from pathlib import Path
 from typing import Iterator
@@ -58,8 +59,9 @@ def _common(fn):
 
 
 def _circuit_options(fn):
-    fn = click.option("--method", default="activation", show_default=True,
-                      help="The circuits' method (activation, attribution, eap-ig).")(fn)
+    fn = click.option("--method", default=None,
+                      help="The circuits' method (verified, activation, attribution, eap-ig) "
+                           "[default: the one each task has].")(fn)
     fn = click.option("--level", type=click.Choice(["node", "edge"]), default="node", show_default=True,
                       help="Node circuits or edge circuits.")(fn)
     return fn
@@ -102,8 +104,14 @@ def _circuits(kb, model: str, tasks: list[str] | None, level: str, method: str |
     tasks = found if tasks is None else tasks
     missing = [t for t in tasks if t not in found]
     if missing:
-        raise ConfigError(f"no {level} circuit by {method} of {model} for task(s) {', '.join(missing)}; "
+        by = f" by {method}" if method else ""
+        raise ConfigError(f"no {level} circuit{by} of {model} for task(s) {', '.join(missing)}; "
                           f"circuits held (task, level, method): {_held(kb, model)}")
+    several = members.filter(pl.col("task").is_in(tasks)).group_by("task").agg(pl.col("method").n_unique()) \
+        .filter(pl.col("method") > 1)["task"].sort().to_list()
+    if several:
+        raise ConfigError(f"task(s) {', '.join(several)} have {level} circuits by several methods; choose one with "
+                          f"--method (held: {_held(kb, model)})")
     return {t: members.filter(pl.col("task") == t) for t in tasks}
 
 
@@ -139,13 +147,34 @@ def write_communities(store, partition: dict, graph: str, *, model: str | None =
     return store.merge_nodes(schema.COMPONENT, frame)
 
 
-def _modularity_row(rel: str, G, partition: dict, null: dict) -> dict:
+def _modularity_row(rel: str, n_nodes: int, n_edges: int, partition: dict, null: dict) -> dict:
     sizes = {}
     for label in partition.values():
         sizes[label] = sizes.get(label, 0) + 1
-    return {"graph": rel, "nodes": G.number_of_nodes(), "edges": G.number_of_edges(), "communities": len(sizes),
+    return {"graph": rel, "nodes": n_nodes, "edges": n_edges, "communities": len(sizes),
             "largest": max(sizes.values(), default=0), "q": null["q"], "null_mean": null["mean"],
             "null_std": null["std"], "z": null["z"], "null_samples": len(null["samples"])}
+
+
+PARALLEL_EDGES = 100_000
+"""From this many edges on, the null model's samples run in one process per core."""
+
+
+def _workers(n_edges: int) -> int:
+    return (os.cpu_count() or 1) if n_edges >= PARALLEL_EDGES else 1
+
+
+def _heaviest_graph(nodes, edges, limit: int):
+    """Every node and the ``limit`` heaviest edges (|weight|) as a networkx graph: all a
+    community figure draws (:func:`compgraph.analysis.plots.community_graph`)."""
+    import networkx as nx
+    import polars as pl
+
+    G = nx.DiGraph()
+    G.add_nodes_from((row.pop("uid"), row) for row in nodes.iter_rows(named=True))
+    top = edges.with_columns(pl.col("weight").abs().fill_null(1.0).alias("_abs")).top_k(limit, by="_abs")
+    G.add_weighted_edges_from(top.select("src", "dst", "weight").iter_rows())
+    return G
 
 
 @analyse.command()
@@ -168,15 +197,18 @@ def modularity(model, method, null_samples, resolution, seed, write_back, fmt, o
 
     rows = []
     with _kb(store, database, model) as kb:
-        for rel, G in _graphs(kb, model, method):
-            null = M.null_model_z(G, n=null_samples, seed=seed, resolution=resolution)
+        for rel in GRAPHS:  # frames, not networkx: the weights-based graph has millions of edges
+            nodes, edges = kb.component_tables(model, edges=(rel,), method=method, isolates=False)
+            null = M.null_model_z(M.from_frames(nodes["uid"].to_list(), edges), n=null_samples, seed=seed,
+                                  resolution=resolution, workers=_workers(edges.height))
             partition = null["partition"]
-            rows.append(_modularity_row(rel, G, partition, null))
+            rows.append(_modularity_row(rel, nodes.height, edges.height, partition, null))
             if write_back:
                 write_communities(kb.store, partition, rel.lower(), model=model)
-            if out is not None and G.number_of_edges():
-                from compgraph.analysis.plots import community_graph
+            if out is not None and edges.height:
+                from compgraph.analysis.plots import MAX_EDGES, community_graph
 
+                G = _heaviest_graph(nodes, edges, MAX_EDGES)
                 _wrote(community_graph(G, partition, out / f"communities_{rel.lower()}.png",
                                        title=f"{model}: {rel} communities"))
     emit(pl.DataFrame(rows), fmt, f"modularity of {model}")
@@ -229,15 +261,18 @@ def _overlap_table(a, b):
     return pl.concat(parts)
 
 
-def _circuit_edges(connects, causes, members):
-    """Edges between the circuit's members: of ``connects`` (the model's CONNECTS graph) and
-    ``causes`` (the task's CAUSES graph), both where both join a pair."""
+def _circuit_edges(kb, model: str, task: str, members):
+    """Edges between the circuit's members: the model's CONNECTS and the task's CAUSES (one
+    per ordered pair of each, as in :meth:`compgraph.kb.KB.component_graph`), read for the
+    members only."""
     import polars as pl
 
-    ids = set(members["component"].to_list())
-    rows = [{"src": u, "dst": v, "weight": d.get("weight"), "rel": d.get("rel")}
-            for graph in (connects, causes) for u, v, d in graph.edges(data=True) if u in ids and v in ids]
-    return pl.DataFrame(rows, schema={"src": pl.String, "dst": pl.String, "weight": pl.Float64, "rel": pl.String})
+    connects, causes = GRAPHS
+    ids = members["component"].drop_nulls().to_list()
+    table = pl.concat([kb.edges_among(model, ids, edges=(connects,)), kb.edges_among(model, ids, edges=(causes,),
+                                                                                      task=task)])
+    return table.select("src", "dst", "weight", "rel").cast(
+        {"src": pl.String, "dst": pl.String, "weight": pl.Float64, "rel": pl.String})
 
 
 def _overlap_figures(kb, model: str, circuits: dict, out: Path) -> None:
@@ -251,10 +286,8 @@ def _overlap_figures(kb, model: str, circuits: dict, out: Path) -> None:
     table = overlap(a, b, by="layer", groups=groups)
     _wrote(overlap_by_layer(table, out / "overlap_by_layer.png", labels=(ta, tb),
                             title=f"{model}: {ta} and {tb} circuits by layer"))
-    connects, causes = GRAPHS
-    weights = kb.component_graph(model, edges=(connects,))  # task-independent: read once, not per circuit
     for task, members in circuits.items():
-        edges = _circuit_edges(weights, kb.component_graph(model, edges=(causes,), task=task), members)
+        edges = _circuit_edges(kb, model, task, members)
         _wrote(circuit_html(members, out / f"circuit_{_file_name(task)}.html", edges=edges,
                             title=f"{model}: {task} circuit"))
 
@@ -321,7 +354,8 @@ def reuse(model, tasks, level, method, measure, statistic, permutations, seed, f
                              method)
         if len(circuits) < 2:
             raise ConfigError(f"reuse needs circuits of at least two tasks; {model} has {len(circuits)} "
-                              f"{level} circuit(s) by {method}")
+                              f"{level} circuit(s){f' by {method}' if method else ''}")
+        method = method or "/".join(sorted({m for f in circuits.values() for m in f["method"].unique().to_list()}))
         test = {"statistic": statistic, **permutation_test(circuits, _universe(kb, model, circuits), n=permutations,
                                                            seed=seed, statistic=statistic)}
     matrix, counts = overlap_matrix(circuits, measure), reuse_counts(circuits)

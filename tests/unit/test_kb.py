@@ -223,6 +223,22 @@ def test_component_graph_kinds_min_weight_and_isolates(kb):
         kb.component_graph(M, kinds=("layer",))
 
 
+def test_edges_among_are_the_graphs_edges_between_those_components(kb):
+    """The same rule as component_graph (one per ordered pair: the strongest), read for a few uids."""
+    assert _edges_of(kb.edges_among(M, [H00, H10, N10], edges=("CONNECTS",))) == {
+        (H00, H10): _edge("CONNECTS", 0.6, "k_comp", n=3)}
+    assert _edges_of(kb.edges_among(M, [H00, H10], edges=("CAUSES",), task="ioi")) == {
+        (H00, H10): _edge("CAUSES", -0.9, "k", "ioi", "attribution")}
+    whole = kb.component_tables(M)[1].filter(pl.col("src").is_in([H00, H10, N00, N10]) &
+                                             pl.col("dst").is_in([H00, H10, N00, N10]))
+    assert _edges_of(kb.edges_among(M, [H00, H10, N00, N10])) == _edges_of(whole)
+    assert kb.edges_among(M, []).height == 0
+
+
+def _edges_of(frame: pl.DataFrame) -> dict:
+    return {(r.pop("src"), r.pop("dst")): r for r in frame.iter_rows(named=True)}
+
+
 def test_component_graph_of_an_empty_store():
     graph = compgraph.KB(MemoryStore()).component_graph(M)
     assert graph.number_of_nodes() == 0 and graph.number_of_edges() == 0

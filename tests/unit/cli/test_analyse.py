@@ -153,12 +153,25 @@ def test_overlap_table_format(store):
 def test_overlap_refusals(store):
     result = run("overlap", "--model", M, "--tasks", "ioi")
     assert result.exit_code == 1 and "exactly two tasks" in result.stderr
-    result = run("overlap", "--model", M, "--tasks", "ioi,colored", "--level", "edge")
+    result = run("overlap", "--model", M, "--tasks", "ioi,colored", "--level", "edge", "--method", "activation")
     assert result.exit_code == 1
     assert "no edge circuit by activation of m for task(s) ioi, colored" in result.stderr
     assert "ioi (edge, attribution)" in result.stderr  # says what there is
+    result = run("overlap", "--model", M, "--tasks", "ioi,colored", "--level", "edge")  # any method
+    assert result.exit_code == 1 and "no edge circuit of m for task(s) colored;" in result.stderr
     result = run("overlap", "--model", "nope", "--tasks", "a,b")
     assert result.exit_code == 1 and "no model 'nope'" in result.stderr
+
+
+def test_a_task_with_circuits_by_several_methods_needs_method(store):
+    uid = schema.circuit_uid(M, "ioi", "node", "verified")
+    store.merge_nodes(schema.CIRCUIT, pl.DataFrame([{"uid": uid, "model": M, "task": "ioi", "level": "node",
+                                                     "method": "verified"}]))
+    store.merge_edges(schema.INCLUDES, pl.DataFrame([{"src": uid, "dst": H[0, 0], "score": 1.0, "rank": 0}]))
+    result = run("overlap", "--model", M, "--tasks", "ioi,colored")
+    assert result.exit_code == 1
+    assert "task(s) ioi have node circuits by several methods; choose one with --method" in result.stderr
+    assert run_json("overlap", "--model", M, "--tasks", "ioi,colored", "--method", "activation")
 
 
 def frames():
