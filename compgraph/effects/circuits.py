@@ -27,6 +27,11 @@ forward pass on the clean prompts:
 So the full circuit has faithfulness 1 and the empty circuit 0, exactly (the same forward
 pass, deterministic); NaN when M(full) = M(empty).
 
+Each distinct circuit is run once: circuits with the same members (the curve's 100 % and
+the full circuit; its smallest sizes and the empty one) share one measurement, and a
+``cache`` dict passed to :func:`node_circuit` / :func:`edge_circuit` and then to
+:func:`faithfulness_curve` on the same scores shares them between the circuit and its curve.
+
 **CPR and CMD** (MIB, Mueller et al. 2025): faithfulness f(x) of the top-⌊x·N⌋ circuit
 (pruned, edge level) for x on the grid :data:`FRACTIONS` = 0.001, 0.002, 0.005, 0.01, 0.02,
 0.05, 0.1, 0.2, 0.5, 1 (log-spaced 1-2-5 steps from 0.1 % to 100 % of the N scored
@@ -41,6 +46,7 @@ import math
 from typing import NamedTuple, Sequence
 
 import polars as pl
+import torch
 
 from compgraph.data.tasks import TaskBatch
 from compgraph.effects.activation import patched_metrics
@@ -158,47 +164,66 @@ def _universe(scores: pl.DataFrame) -> list[Component]:
                                                    scores["index"].to_list())]
 
 
+def _once(keys: list, measure, cache: dict | None) -> list[float]:
+    """``measure(distinct keys)`` for the keys not in ``cache``, each distinct key once;
+    the values of ``keys`` in order (``cache`` updated)."""
+    cache = {} if cache is None else cache
+    todo = [k for k in dict.fromkeys(keys) if k not in cache]
+    if todo:
+        cache.update(zip(todo, measure(todo)))
+    return [cache[k] for k in keys]
+
+
 def _node_metrics(model, adapter, task, metric, universe, insides: list[set], ablation, seed,
-                  batch_tokens) -> list[float]:
+                  batch_tokens, cache: dict | None = None) -> list[float]:
     """M with every universe component outside each circuit patched; one forward pass per
-    circuit (targets computed once)."""
+    distinct circuit (targets computed once)."""
     check_kinds({c.kind for c in universe}, model, adapter)
-    plans = [[c for c in universe if c not in inside] for inside in insides]
-    values, _ = patched_metrics(model, adapter, task, plans, metric, ablation=ablation, seed=seed,
-                                batch_tokens=batch_tokens, per_pass=1)
-    return [float(v) for v in values]
+
+    def measure(keys):
+        plans = [[c for c in universe if c not in inside] for inside in keys]
+        values, _ = patched_metrics(model, adapter, task, plans, metric, ablation=ablation, seed=seed,
+                                    batch_tokens=batch_tokens, per_pass=1)
+        return [float(v) for v in values]
+    whole = frozenset(universe)
+    return _once([("node", ablation, seed, whole, frozenset(inside)) for inside in insides],
+                 lambda keys: measure([set(k[4]) for k in keys]), cache)
 
 
 def node_circuit(model, adapter, task: TaskBatch, metric: Metric, scores: pl.DataFrame, *, n: int | None = None,
                  threshold: float | None = None, ablation: str = "corrupt", seed: int = 0,
-                 batch_tokens: int = DEFAULT_BATCH_TOKENS) -> Circuit:
+                 batch_tokens: int = DEFAULT_BATCH_TOKENS, cache: dict | None = None) -> Circuit:
     """The node circuit chosen from ``scores`` (a node-effect frame: its rows are the
     universe), with measured faithfulness."""
     universe = _universe(scores)
     members = select_nodes(scores, n=n, threshold=threshold)
     inside = set(_universe(members.rename({"score": "effect"})))
     full, empty, circuit = _node_metrics(model, adapter, task, metric, universe, [set(universe), set(), inside],
-                                         ablation, seed, batch_tokens)
+                                         ablation, seed, batch_tokens, cache)
     return Circuit("node", members, members.height, n, threshold, full, empty, circuit,
                    _faith(full, empty, circuit), ablation)
 
 
-def _edge_metrics(model, adapter, task, metric, graph, members: list, ablation, seed, memory) -> list[float]:
-    """M of each edge circuit (a member frame; None: every edge)."""
+def _edge_metrics(model, adapter, task, metric, graph, members: list, ablation, seed, memory,
+                  cache: dict | None = None) -> list[float]:
+    """M of each edge circuit (a member frame; None: every edge), each distinct one run once."""
     masks = [graph.valid.clone() if m is None else edge_mask(graph, m) for m in members]
-    return edge_patched_metrics(model, adapter, task, masks, metric, ablation=ablation, graph=graph, seed=seed,
-                                memory=memory)
+    keys = [("edge", ablation, seed, tuple(torch.nonzero(m).flatten().tolist())) for m in masks]
+    by_key = dict(zip(keys, masks))
+    return _once(keys, lambda todo: edge_patched_metrics(model, adapter, task, [by_key[k] for k in todo], metric,
+                                                         ablation=ablation, graph=graph, seed=seed, memory=memory),
+                 cache)
 
 
 def edge_circuit(model, adapter, task: TaskBatch, metric: Metric, scores: pl.DataFrame, *, n: int | None = None,
                  threshold: float | None = None, ablation: str = "corrupt", prune: bool = True, seed: int = 0,
-                 memory: int = DEFAULT_MEMORY) -> Circuit:
+                 memory: int = DEFAULT_MEMORY, cache: dict | None = None) -> Circuit:
     """The edge circuit chosen from ``scores`` (an edge-effect frame), pruned, with
     measured faithfulness."""
     graph = edge_graph(model, adapter)
     members = select_edges(scores, n=n, threshold=threshold, prune=prune, group=graph.dims.group)
     full, empty, circuit = _edge_metrics(model, adapter, task, metric, graph, [None, members.head(0), members],
-                                         ablation, seed, memory)
+                                         ablation, seed, memory, cache)
     return Circuit("edge", members, members.height, n, threshold, full, empty, circuit,
                    _faith(full, empty, circuit), ablation)
 
@@ -219,7 +244,7 @@ def areas(fractions: Sequence[float], faithfulness: Sequence[float], *, log_x: b
 def faithfulness_curve(model, adapter, task: TaskBatch, metric: Metric, scores: pl.DataFrame, *, level: str = "node",
                        fractions: Sequence[float] = FRACTIONS, ablation: str = "corrupt", log_x: bool = False,
                        seed: int = 0, batch_tokens: int = DEFAULT_BATCH_TOKENS,
-                       memory: int = DEFAULT_MEMORY) -> Curve:
+                       memory: int = DEFAULT_MEMORY, cache: dict | None = None) -> Curve:
     """Faithfulness of the top-⌊x·N⌋ circuit for each x in ``fractions``, and CPR / CMD."""
     total = scores.height
     ns = [int(x * total) for x in fractions]
@@ -228,12 +253,12 @@ def faithfulness_curve(model, adapter, task: TaskBatch, metric: Metric, scores: 
         picks = [select_nodes(scores, n=k) for k in ns]
         insides = [set(universe), set()] + [set(_universe(p.rename({"score": "effect"}))) for p in picks]
         full, empty, *values = _node_metrics(model, adapter, task, metric, universe, insides, ablation, seed,
-                                             batch_tokens)
+                                             batch_tokens, cache)
     elif level == "edge":
         graph = edge_graph(model, adapter)
         picks = [select_edges(scores, n=k, group=graph.dims.group) for k in ns]
         full, empty, *values = _edge_metrics(model, adapter, task, metric, graph, [None, picks[0].head(0)] + picks,
-                                             ablation, seed, memory)
+                                             ablation, seed, memory, cache)
     faith = [_faith(full, empty, v) for v in values]
     cpr, cmd = areas(fractions, faith, log_x=log_x)
     return Curve(level, tuple(fractions), ns, [p.height for p in picks], faith, cpr, cmd, full, empty, ablation)

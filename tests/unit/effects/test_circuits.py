@@ -162,3 +162,36 @@ def test_faithfulness_curve(level):
     assert (curve.cpr, curve.cmd) == areas(FRACTIONS, curve.faithfulness)
     assert all(s <= k for s, k in zip(curve.sizes, curve.n))
 
+
+
+@pytest.mark.parametrize("level", ["node", "edge"])
+def test_a_shared_cache_runs_each_distinct_circuit_once_with_the_same_results(level, monkeypatch):
+    import compgraph.effects.circuits as C
+
+    model, adapter = effects_model("llama")
+    t = task()
+    if level == "node":
+        scores = activation_patching(model, adapter, batch(t), metric, kinds=("head", "mlp"))
+        circuit_of = lambda **kw: node_circuit(model, adapter, batch(t), metric, scores, n=2, **kw)  # noqa: E731
+        name = "patched_metrics"
+    else:
+        scores = edge_attribution(model, adapter, batch(t), metric)
+        circuit_of = lambda **kw: edge_circuit(model, adapter, batch(t), metric, scores, n=5, **kw)  # noqa: E731
+        name = "edge_patched_metrics"
+    alone = (circuit_of(), faithfulness_curve(model, adapter, batch(t), metric, scores, level=level))
+    runs = []
+    real = getattr(C, name)
+
+    def counted(*args, **kwargs):
+        got = real(*args, **kwargs)
+        runs.append(len(args[3]))  # the plans / masks measured
+        return got
+    monkeypatch.setattr(C, name, counted)
+    cache: dict = {}
+    shared = (circuit_of(cache=cache), faithfulness_curve(model, adapter, batch(t), metric, scores, level=level,
+                                                          cache=cache))
+    assert shared[0].members.equals(alone[0].members)
+    assert shared[0]._replace(members=None) == alone[0]._replace(members=None) and shared[1] == alone[1]
+    # 3 circuits, then the curve's 2 + 10 fractions: what is distinct among all of them, run once
+    assert sum(runs) == len(cache) < 3 + 12
+    assert runs[1] < 12  # the curve reused full and empty at least
