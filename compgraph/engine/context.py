@@ -33,7 +33,8 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 @dataclass(frozen=True, kw_only=True)
 class Execution(Options):
-    """Settings that change how fast a job runs, never what it writes."""
+    """Settings that change how fast a job runs, not what it writes (up to floating-point
+    precision: ``dtype``, and the statistics passes' bfloat16 on a CPU with native bfloat16)."""
 
     device: str = option("auto", "auto, cpu, cuda or cuda:N.")
     """auto (cuda when available), cpu, cuda or cuda:N."""
@@ -49,6 +50,15 @@ class Execution(Options):
             raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, not {self.device!r}")
         super().__post_init__()
 
+    def stats_dtype(self) -> str | None:
+        """The precision of the statistics passes' forward (None: the model's own). With
+        ``--dtype auto`` on a CPU that computes bfloat16 natively, ``"bfloat16"`` (autocast;
+        statistics still accumulate in float32); the model itself stays float32 there."""
+        device = loading.pick_device(self.device)
+        if self.dtype == "auto" and device == "cpu" and loading.native_bf16(device):
+            return "bfloat16"
+        return None
+
 
 @dataclass
 class StageContext:
@@ -61,6 +71,15 @@ class StageContext:
     _streams: dict = field(default_factory=dict)
 
     # ---- the model ----------------------------------------------------------------------
+    def stats_dtype(self):
+        """The torch dtype the statistics passes autocast to (:meth:`Execution.stats_dtype`), or None."""
+        name = self.execution.stats_dtype()
+        if name is None:
+            return None
+        import torch
+
+        return getattr(torch, name)
+
     def model(self):
         """The LoadedModel (model, tokenizer, adapter), loading the weights on first call."""
         if self.loaded is None:

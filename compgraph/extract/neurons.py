@@ -60,10 +60,11 @@ def neuron_reader(layers: range) -> Reader:
 
 
 def neuron_stats(model, adapter: Adapter, stream, layers: range, *, n_tokens: int, special_ids: set[int],
-                 tracked_limit: int, batch_size: int, progress=None) -> Streamed:
+                 tracked_limit: int, batch_size: int, progress=None, compute_dtype=None) -> Streamed:
     """The statistics of every neuron of ``layers`` (keyed by layer), from one pass over the
-    corpus that stops after the last of them."""
+    corpus that stops after the last of them (forward under ``compute_dtype``: see
+    :func:`compgraph.extract.stats.stream_stats`)."""
     sites = [(name, layer) for layer in layers for name in ("mlp_hidden", "mlp_pre_act")]
     return stream_stats(model, adapter, stream, sites, layers[-1], neuron_reader(layers), n_tokens=n_tokens,
                         special_ids=special_ids, tracked_limit=tracked_limit, batch_size=batch_size,
-                        progress=progress)
+                        progress=progress, compute_dtype=compute_dtype)

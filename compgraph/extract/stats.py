@@ -16,10 +16,18 @@ corpus tokens that are not special tokens (BOS, EOS, padding) and have an id bel
 
 Memory is independent of the corpus length: per unit group ``2 · tracked · width + 4 ·
 width`` numbers (:meth:`LayerStats.nbytes`); one pass stops after the last layer it needs.
+
+*Precision.* With ``compute_dtype=torch.bfloat16`` the forward pass runs under
+``torch.autocast`` (matmuls in bfloat16, weights kept as they are) while every statistic
+is accumulated in float32 (sums in float64), as ``compgraph ingest --dtype auto`` does on a
+CPU that computes bfloat16 natively (:func:`compgraph.models.loading.native_bf16`). The
+error this adds is bounded in ``tests/unit/extract/test_stats.py`` and measured on SmolLM2
+in the README.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Hashable, NamedTuple
 
 import torch
@@ -91,9 +99,11 @@ indicator), both [tokens, n]: a unit counts as active on a token where its indic
 
 @torch.no_grad()
 def stream_stats(model, adapter: Adapter, stream, sites: list, last_layer: int, read: Reader, *, n_tokens: int,
-                 special_ids: set[int], tracked_limit: int, batch_size: int, progress=None) -> Streamed:
+                 special_ids: set[int], tracked_limit: int, batch_size: int, progress=None,
+                 compute_dtype: torch.dtype | None = None) -> Streamed:
     """One pass over the corpus, stopping after block ``last_layer``: capture ``sites``,
-    turn them into activations with ``read`` and accumulate :class:`LayerStats` per key."""
+    turn them into activations with ``read`` and accumulate :class:`LayerStats` per key
+    (the forward pass under autocast to ``compute_dtype`` when given: module docstring)."""
     device = next(model.parameters()).device
     tracked, counts = tracked_tokens(stream, n_tokens, special_ids, tracked_limit)
     slot_of = torch.full((n_tokens,), -1, dtype=torch.long)
@@ -107,7 +117,7 @@ def stream_stats(model, adapter: Adapter, stream, sites: list, last_layer: int, 
         keep = ~torch.isin(flat, special) & (flat < n_tokens)
         slots = slot_of[flat[keep]]
         n_seen += int(keep.sum())
-        with capture(model, adapter, sites) as got:
+        with capture(model, adapter, sites) as got, _autocast(device, compute_dtype):
             forward_until(model, adapter, batch, last_layer)
         for key, (act, indicator) in read(got).items():
             if key not in stats:
@@ -116,6 +126,12 @@ def stream_stats(model, adapter: Adapter, stream, sites: list, last_layer: int, 
         if progress is not None:
             progress()
     return Streamed(stats, tracked, counts, n_seen)
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 class UnitStats(NamedTuple):

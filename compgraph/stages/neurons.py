@@ -61,7 +61,8 @@ class NeuronsStage(Stage):
         advance = ctx.progress(f"neurons: activations L{first}-L{last}", stream.n_batches(ctx.execution.batch_size))
         got = neuron_stats(loaded.model, loaded.adapter, stream, range(first, last + 1), n_tokens=ctx.n_tokens,
                            special_ids=ctx.special_ids(), tracked_limit=config.tracked_tokens,
-                           batch_size=ctx.execution.batch_size, progress=advance)
+                           batch_size=ctx.execution.batch_size, progress=advance,
+                           compute_dtype=ctx.stats_dtype())
         out = Frames()
         for layer in range(first, last + 1):
             acc = got.stats[layer]

@@ -97,3 +97,35 @@ def test_neuron_statistics_equal_activations_read_with_plain_hooks(llama):
             picked = top.token[top.unit == unit].tolist()
             assert sorted(picked) == sorted(best), (unit, picked, best)
             assert top.mean_act[top.unit == unit].tolist() == pytest.approx([means[t] for t in picked], rel=1e-5)
+
+
+BF16_BOUND = 0.02
+"""The bfloat16 forward's bound on a random tiny model: |Δ act_mean| within 2 % of the unit's
+float32 activation scale (its RMS over tokens), |Δ act_max| within 2 % of the larger of that
+scale and |act_max|, |Δ act_freq| within 0.02."""
+
+
+def test_a_bfloat16_forward_stays_within_the_bound_of_float32(llama):
+    model, adapter = llama
+    g = torch.Generator().manual_seed(5)
+    rows = torch.randint(2, V, (8, 16), generator=g)
+    stream = TokenStream.from_rows(rows)
+    common = dict(n_tokens=V, special_ids={0, 1}, tracked_limit=V, batch_size=4)
+    exact = neuron_stats(model, adapter, stream, range(0, 2), **common)
+    fast = neuron_stats(model, adapter, stream, range(0, 2), compute_dtype=torch.bfloat16, **common)
+    assert fast.n_seen == exact.n_seen
+    acts = {}
+    handles = [model.model.layers[layer].mlp.down_proj.register_forward_pre_hook(
+        lambda m, a, layer=layer: acts.__setitem__(layer, a[0].detach().reshape(-1, F))) for layer in (0, 1)]
+    with torch.no_grad():
+        model(rows)
+    for h in handles:
+        h.remove()
+    for layer in (0, 1):
+        want, got = unit_stats(exact.stats[layer], exact.n_seen), unit_stats(fast.stats[layer], fast.n_seen)
+        scale = acts[layer].double().pow(2).mean(0).sqrt()
+        mean_err = float(((got.act_mean - want.act_mean).abs() / scale).max())
+        max_err = float(((got.act_max - want.act_max).abs() / torch.maximum(want.act_max.abs(), scale)).max())
+        freq_err = float((got.act_freq - want.act_freq).abs().max())
+        assert 0 < mean_err <= BF16_BOUND and max_err <= BF16_BOUND and freq_err <= BF16_BOUND, \
+            (layer, mean_err, max_err, freq_err)  # not zero: the forward did run in bfloat16
