@@ -1,22 +1,32 @@
-"""Activation patching against attribution patching on the real SmolLM2, one task.
+"""The default effects method (verified) against exhaustive activation patching, on the real SmolLM2.
 
-    python benchmarks/effects.py                       # 32 IOI prompts, CPU
-    python benchmarks/effects.py --device cuda         # on a GPU when one is lent
-    python benchmarks/effects.py --neuron-sample 0     # skip the neuron activation-patching sample
-    python benchmarks/effects.py --edges               # also edge attribution and two measured circuits
+    python benchmarks/effects.py                                  # the four main-job tasks, CPU
+    python benchmarks/effects.py --tasks ioi --examples 32        # one task, fewer prompts
+    python benchmarks/effects.py --device cuda --json out.json    # on a GPU when one is lent
 
-Measured in one process, on the first ``--examples`` prompts of ``ingest/tasks/ioi.jsonl``
-(left-padded, logit difference at the last position):
+In one process, for each task, on its first ``--examples`` prompts (the main job's 64 by
+default), over every head, MLP block and attention block (330 components on SmolLM2):
 
-- heads: all 270 heads by batched activation patching (noising, corrupt values) and by
-  attribution patching (one forward + backward); wall time, heads per second, the
-  speed-up, Spearman's rank correlation and the overlap of the top-20 by |effect|;
-- neurons: all 46,080 neurons by attribution patching, and a random sample of
-  ``--neuron-sample`` neurons by activation patching, timed and extrapolated to all
-  (the whole set would take hours on 2 CPU cores); Spearman on the sample;
-- the machine load (``os.getloadavg``, 1-minute) before, after each activation-patching
-  run and at the end: other people share these cores, so each attribution pass is run
-  ``--repeats`` times and the fastest run is reported (with the median).
+- **exhaustive**: :func:`~compgraph.effects.activation.activation_patching` of every one
+  (the ``--method activation`` path), timed;
+- **default**: :func:`~compgraph.effects.verified.verified_patching` with the stage's
+  defaults (n = 20, margin 1/4): attribution of every one, activation patching of the
+  candidates, timed;
+- ``speedup`` = exhaustive seconds ÷ default seconds;
+- ``recall`` = |exhaustive top-20 ∩ default top-20| ÷ 20, where a top-20 is the 20
+  components of largest |effect|: the exhaustive run's over all components, the default's
+  over the components it measured;
+- ``spearman_measured``: Spearman's rank correlation between the default's measured
+  effects and the exhaustive ones of the same components (they are the same measurement,
+  so this checks the plumbing: 1 up to float noise); ``spearman_all``: over every
+  component, the default's best estimate (measured, else attribution) against exhaustive;
+  ``spearman_attribution``: attribution alone against exhaustive;
+- ``missed_factor``: τ* ÷ the largest unmeasured |estimate| (how many times attribution
+  must have underestimated a component it left out for that component to belong in the
+  top-20), and whether a true top-20 member was left unmeasured.
+
+The machine load (``os.getloadavg``, 1 minute) is printed before and after: torch's timings
+on shared cores vary with it; both methods run in the same process, one after the other.
 """
 
 from __future__ import annotations
@@ -26,172 +36,101 @@ import json
 import os
 import time
 
+import polars as pl
 import torch
 
-from compgraph.data import tasks
-from compgraph.effects.components import list_components
+from compgraph.data.tasks import compute_metric, encode_task, load_task
 from compgraph.effects.activation import activation_patching
-from compgraph.effects.attribution import attribution_patching
+from compgraph.effects.verified import best, missing_factor, verified_patching
 from compgraph.models import loading
+
+TASKS = ("induction", "ioi", "capitals", "colored_objects")
+KINDS = ("head", "mlp", "attn")
+TOP = 20
 
 
 def spearman(a: list[float], b: list[float]) -> float:
-    """Pearson correlation of the ranks (average ranks for ties)."""
-    def ranks(values):
-        t = torch.tensor(values, dtype=torch.float64)
-        order = t.argsort()
-        r = torch.empty_like(t)
-        r[order] = torch.arange(len(values), dtype=torch.float64)
-        for v in t.unique():  # ties: average rank
-            same = t == v
-            if same.sum() > 1:
-                r[same] = r[same].mean()
-        return r
-    ra, rb = ranks(a), ranks(b)
+    """Pearson correlation of the ranks (average ranks for ties); NaN with fewer than 2 values."""
+    if len(a) < 2:
+        return float("nan")
+    ra, rb = (pl.Series(v).rank("average").cast(pl.Float64) for v in (a, b))
     ra, rb = ra - ra.mean(), rb - rb.mean()
-    return float((ra * rb).sum() / (ra.norm() * rb.norm()))
+    return float((ra * rb).sum() / ((ra * ra).sum() ** 0.5 * (rb * rb).sum() ** 0.5))
 
 
-def top_overlap(a: list[float], b: list[float], k: int = 20) -> int:
-    k = min(k, len(a))
-    top = lambda v: set(torch.tensor(v).abs().topk(k).indices.tolist())  # noqa: E731
-    return len(top(a) & top(b))
+def _keys(frame: pl.DataFrame) -> list[tuple]:
+    return list(zip(frame["component"].to_list(), frame["layer"].to_list(), frame["index"].to_list()))
 
 
-def timed(fn):
+def top(frame: pl.DataFrame, k: int = TOP) -> set:
+    """The k components of largest |effect| (ties: frame order)."""
+    ranked = frame.with_row_index("_i").sort([pl.col("effect").abs(), "_i"], descending=[True, False]).head(k)
+    return set(_keys(ranked))
+
+
+def compare(exhaustive: pl.DataFrame, got) -> dict:
+    """The figures of one task (module docstring) from the exhaustive frame and a Verified."""
+    truth = dict(zip(_keys(exhaustive), exhaustive["effect"].to_list()))
+    measured = dict(zip(_keys(got.measured), got.measured["effect"].to_list()))
+    order = _keys(exhaustive)
+    estimates = dict(zip(_keys(got.estimated), got.estimated["effect"].to_list()))
+    every = dict(zip(_keys(best(got)), best(got)["effect"].to_list()))
+    want = top(exhaustive)
+    return {
+        "components": len(order), "measured": len(measured),
+        "recall": len(want & top(got.measured)) / len(want),
+        "spearman_measured": spearman([measured[k] for k in measured], [truth[k] for k in measured]),
+        "spearman_all": spearman([every[k] for k in order], [truth[k] for k in order]),
+        "spearman_attribution": spearman([estimates[k] for k in order], [truth[k] for k in order]),
+        "missed_factor": missing_factor(got),
+        "top_left_unmeasured": sorted(str(k) for k in want - set(measured)),
+    }
+
+
+def run_task(loaded, name: str, examples: int, n: int, margin: float) -> dict:
+    task = load_task(name).head(examples)
+    data = encode_task(task, loaded.tokenizer)
+
+    def metric(logits, answer, wrong):
+        return compute_metric(task.metric, logits, answer, wrong)
+
+    model, adapter = loaded.model, loaded.adapter
     start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
-
-
-def timed_best(fn, repeats: int):
-    """(result, fastest, median) over ``repeats`` runs: the cores are shared, so the fastest
-    run is the closest to the method's own cost, and the median shows the spread."""
-    times = []
-    for _ in range(repeats):
-        out, seconds = timed(fn)
-        times.append(seconds)
-    return out, min(times), sorted(times)[len(times) // 2]
-
-
-def edges_and_circuits(model, adapter, data, act_heads) -> dict:
-    """Edge attribution (EAP) over every edge; the faithfulness of the top-20-heads node
-    circuit and of the top-1 % edge circuit, both measured by running the model."""
-    from compgraph.effects.circuits import edge_circuit, node_circuit
-    from compgraph.effects.edges import edge_attribution
-
-    scores, t_edges = timed(lambda: edge_attribution(model, adapter, data, tasks.logit_diff))
-    nodes, t_nodes = timed(lambda: node_circuit(model, adapter, data, tasks.logit_diff, act_heads,
-                                                n=20))
-    n_edges = scores.height // 100
-    circuit, t_circuit = timed(lambda: edge_circuit(model, adapter, data, tasks.logit_diff, scores,
-                                                    n=n_edges))
-    return {"edges": scores.height, "edge_attribution_s": t_edges,
-            "node_circuit_top20_heads": {"faithfulness": nodes.faithfulness, "metric_full": nodes.metric_full,
-                                         "metric_empty": nodes.metric_empty, "seconds": t_nodes},
-            "edge_circuit_top1pct": {"asked": n_edges, "size_after_pruning": circuit.size,
-                                     "faithfulness": circuit.faithfulness, "metric_empty": circuit.metric_empty,
-                                     "seconds": t_circuit}}
-
-
-def thread_probe(model, data) -> dict:
-    """Seconds of one clean forward pass on the task with 1 and with 2 torch threads."""
-    from compgraph.effects.runs import forward_logits
-
-    inputs = data.clean
-    out = {}
-    with torch.no_grad():
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            forward_logits(model, inputs)
-            out[threads] = min(timed(lambda: forward_logits(model, inputs))[1] for _ in range(2))
-    print(f"one forward pass: {out[1]:.2f} s with 1 thread, {out[2]:.2f} s with 2 threads")
-    return out
+    exhaustive = activation_patching(model, adapter, data, metric, kinds=KINDS)
+    middle = time.perf_counter()
+    got = verified_patching(model, adapter, data, metric, kinds=KINDS, n=n, margin=margin)
+    end = time.perf_counter()
+    seconds = {"exhaustive_s": middle - start, "default_s": end - middle}
+    return {"task": name, "examples": data.n, "width": data.width, **seconds,
+            "speedup": seconds["exhaustive_s"] / seconds["default_s"], **compare(exhaustive, got)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--examples", type=int, default=32)
+    parser.add_argument("--tasks", default=",".join(TASKS))
+    parser.add_argument("--examples", type=int, default=64)
+    parser.add_argument("--n", type=int, default=TOP, help="the default's circuit size (its top-n verified)")
+    parser.add_argument("--margin", type=float, default=None, help="the default's margin [the stage's default]")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--neuron-sample", type=int, default=256)
-    parser.add_argument("--batch-tokens", type=int, default=8192)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (default 1: on cores shared with other jobs, OpenMP barriers of 2 "
-                             "threads stall whenever the other core is taken; see the probe printed first)")
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each attribution pass (fastest reported)")
-    parser.add_argument("--edges", action="store_true",
-                        help="also time edge attribution over the whole graph and measure two circuits")
-    parser.add_argument("--layers", type=int, help="only components of the first LAYERS layers (a dry run)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
-    torch.manual_seed(0)
-    load_before = os.getloadavg()
-    loaded, t_load = timed(lambda: loading.load("packaged:smollm2", device=args.device))
-    model, adapter = loaded.model, loaded.adapter
-    for p in model.parameters():
-        p.requires_grad_(False)
-    enc = tasks.encode_task("ioi", loaded.tokenizer)
-    n = args.examples
-    data = enc.rows(torch.arange(min(n, len(enc))))
-    width = data.width
-    common = dict(batch_tokens=args.batch_tokens)
-    probe = thread_probe(model, data) if args.device == "cpu" else {}
-    torch.set_num_threads(args.threads)
-    print(f"SmolLM2 loaded in {t_load:.1f} s on {args.device}; {n} IOI prompts of {width} tokens (left-padded); "
-          f"torch threads {torch.get_num_threads()}; load average {load_before[0]:.2f}")
+    from compgraph.effects.verified import DEFAULT_MARGIN
 
-    layers = None if args.layers is None else range(args.layers)
-    heads = list_components(model, adapter, ("head",), layers)
-    act_heads, t_act_heads = timed(lambda: activation_patching(model, adapter, data, tasks.logit_diff, components=heads, **common))
-    load_heads = os.getloadavg()[0]
-    att_heads, t_att_heads, t_att_heads_median = timed_best(
-        lambda: attribution_patching(model, adapter, data, tasks.logit_diff, components=heads, **common), args.repeats)
-    a, b = act_heads["effect"].to_list(), att_heads["effect"].to_list()
-    strongest = act_heads.sort(act_heads["effect"].abs(), descending=True).head(5)
-    result = {
-        "device": args.device, "examples": n, "tokens": width, "threads": torch.get_num_threads(),
-        "load_before": load_before[0], "forward_s_by_threads": probe,
-        "heads": {
-            "n": len(heads), "activation_s": t_act_heads, "load_during_activation": load_heads,
-            "attribution_s": t_att_heads, "attribution_median_s": t_att_heads_median,
-            "activation_per_s": len(heads) / t_act_heads, "attribution_per_s": len(heads) / t_att_heads,
-            "speedup": t_act_heads / t_att_heads, "spearman": spearman(a, b), "top20_overlap": top_overlap(a, b),
-            "top5_activation": [f"L{r['layer']}H{r['index']}: {r['effect']:+.3f}"
-                                for r in strongest.iter_rows(named=True)],
-        },
-    }
-    print(json.dumps(result["heads"], indent=1))
-
-    neurons = list_components(model, adapter, ("neuron",), layers)
-    att_neurons, t_att_neurons, t_att_neurons_median = timed_best(
-        lambda: attribution_patching(model, adapter, data, tasks.logit_diff, components=neurons, **common), args.repeats)
-    result["neurons"] = {"n": len(neurons), "attribution_s": t_att_neurons,
-                         "attribution_median_s": t_att_neurons_median,
-                         "attribution_per_s": len(neurons) / t_att_neurons}
-    if args.neuron_sample:
-        pick = torch.randperm(len(neurons))[:args.neuron_sample].sort().values.tolist()
-        sample = [neurons[i] for i in pick]
-        act_sample, t_sample = timed(lambda: activation_patching(model, adapter, data, tasks.logit_diff, components=sample,
-                                                                 **common))
-        per = t_sample / len(sample)
-        result["neurons"]["load_during_activation"] = os.getloadavg()[0]
-        att_all = att_neurons["effect"].to_list()
-        att_sample = [att_all[i] for i in pick]
-        result["neurons"].update({
-            "activation_sample": len(sample), "activation_sample_s": t_sample, "activation_per_s": 1 / per,
-            "activation_all_s_extrapolated": per * len(neurons),
-            "speedup_extrapolated": per * len(neurons) / t_att_neurons,
-            "spearman_sample": spearman(act_sample["effect"].to_list(), att_sample),
-        })
-    print(json.dumps(result["neurons"], indent=1))
-    if args.edges:
-        result["edges"] = edges_and_circuits(model, adapter, data, act_heads)
-        print(json.dumps(result["edges"], indent=1))
-    result["load_after"] = os.getloadavg()[0]
-    print(f"load average after: {result['load_after']:.2f}")
+    margin = DEFAULT_MARGIN if args.margin is None else args.margin
+    print(f"load before: {os.getloadavg()[0]:.2f}; torch threads {torch.get_num_threads()}", flush=True)
+    loaded = loading.load("packaged:smollm2", device=args.device)
+    rows = []
+    for name in args.tasks.split(","):
+        rows.append(run_task(loaded, name, args.examples, args.n, margin))
+        print(json.dumps(rows[-1]), flush=True)
+    table = pl.DataFrame(rows).select("task", "width", "exhaustive_s", "default_s", "speedup", "measured", "recall",
+                                      "spearman_measured", "spearman_all", "spearman_attribution", "missed_factor")
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, float_precision=3):
+        print(table)
+    print(f"load after: {os.getloadavg()[0]:.2f}")
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(result, handle, indent=1)
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh, indent=1)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,9 @@ is defined in :mod:`compgraph.effects.components`):
   M(ablated) − M(clean).
 - **attribution patching** and **EAP-IG**: first-order estimates of the same noising
   effect from gradients (:mod:`compgraph.effects.attribution`).
+- **verified**: attribution patching of every component, then activation patching of
+  those whose effect could matter (:mod:`compgraph.effects.verified`); every row still
+  says which of the two measured it.
 
 Every effect is stored raw (``effect``, metric units) and as ``effect_norm`` = effect ÷
 (M(corrupt) − M(clean)) for every method, ablation and direction alike (so a component
@@ -45,8 +48,9 @@ from compgraph.errors import ConfigError
 Metric = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """``metric(logits [n, 1, vocab], answer_ids [n], wrong_ids [n]) -> [n]``."""
 
-ACTIVATION, ATTRIBUTION, EAP_IG = "activation", "attribution", "eap-ig"
-METHODS = (ACTIVATION, ATTRIBUTION, EAP_IG)
+VERIFIED, ACTIVATION, ATTRIBUTION, EAP_IG = "verified", "activation", "attribution", "eap-ig"
+METHODS = (VERIFIED, ACTIVATION, ATTRIBUTION, EAP_IG)
+"""``verified``: attribution for all, activation patching of the candidates (:mod:`compgraph.effects.verified`)."""
 GRADIENT_METHODS = (ATTRIBUTION, EAP_IG)
 ABLATIONS = ("corrupt", "zero", "mean", "resample")
 DIRECTIONS = ("noising", "denoising")

@@ -1,16 +1,21 @@
 """The ``effects`` stage: causal effects of components on tasks, one run per task.
 
-For each task (``--tasks``; a shipped name or a user's ``.jsonl``), scoped so that tasks
-never replace each other's runs:
+For each task (``--tasks``; a shipped name or a user's ``.jsonl``) and method, one run,
+scoped ``{task}/{method}`` so that neither tasks nor methods replace each other's runs
+(``--method activation`` after the default keeps the default's effects):
 
 - shard ``nodes``: the task's clean accuracy and mean clean / corrupt metric
   (``EVALUATED_ON`` from the model to the ``:Task``), the effect of every head, MLP
-  block and attention block by ``--method`` (activation patching — noising,
-  ``--ablation`` — by default; attribution; EAP-IG) (``AFFECTS``), and the
-  node-level circuit: the top ``circuit_n`` heads and MLP blocks by |effect| (an
-  attention block is the sum of its heads, so blocks are not members), its faithfulness
-  measured by running the model with everything outside patched (``:Circuit``,
-  ``INCLUDES``, ``FOR_TASK``);
+  block and attention block by ``--method`` (``AFFECTS``): ``verified`` by default
+  (attribution patching of every one, then activation patching of the top ``circuit_n``
+  and of every other whose estimate reaches ``--verify-margin`` times the smallest of
+  their measured effects: :mod:`compgraph.effects.verified`; both measurements are
+  stored, each ``AFFECTS`` saying its method), or ``activation`` (activation patching of
+  every one — noising, ``--ablation``), ``attribution``, ``eap-ig``; and the node-level
+  circuit: the top ``circuit_n`` heads and MLP blocks by |effect| (measured where
+  measured; an attention block is the sum of its heads, so blocks are not members), its
+  faithfulness measured by running the model with everything outside patched
+  (``:Circuit``, ``INCLUDES``, ``FOR_TASK``);
 - shard ``neurons``: attribution patching of every neuron (``AFFECTS``, method
   ``attribution``), when ``neuron`` is among ``effect_components``;
 - run ``{task}/features/{dictionary}``, one per ``--dictionary`` when ``feature`` is
@@ -51,8 +56,9 @@ from compgraph.effects.activation import activation_patching
 from compgraph.effects.attribution import attribution_patching
 from compgraph.effects.circuits import edge_circuit, faithfulness_curve, node_circuit
 from compgraph.effects.edges import edge_attribution, unsupported
-from compgraph.effects.measure import ABLATIONS, ACTIVATION, ATTRIBUTION, EAP_IG, METHODS
+from compgraph.effects.measure import ABLATIONS, ACTIVATION, ATTRIBUTION, EAP_IG, METHODS, VERIFIED
 from compgraph.effects.runs import device_of, task_summary
+from compgraph.effects.verified import DEFAULT_MARGIN, best, verified_patching
 from compgraph.options import option
 from compgraph.engine.registry import register
 from compgraph.engine.stage import Frames, Stage
@@ -64,8 +70,8 @@ from compgraph.stages import rows
 from compgraph.stages.shared import DictionariesConfig
 
 PATCHED_KINDS = (K.HEAD, K.MLP, K.ATTN)
-"""Kinds measured by ``--method`` (activation patching by default); neurons and features
-are always measured by a gradient method."""
+"""Kinds measured by ``--method`` (verified by default); neurons and features are always
+measured by a gradient method."""
 CIRCUIT_KINDS = (K.HEAD, K.MLP)
 """The node circuit's universe: heads and MLP blocks (an attention block is its heads)."""
 _OWN_KINDS = (K.HEAD, K.NEURON, K.MLP, K.ATTN)
@@ -76,10 +82,16 @@ class EffectsConfig(DictionariesConfig):
     tasks: tuple[str, ...] = option((), "Comma list of tasks (shipped names or .jsonl paths): adds the effects stage.",
                                     metavar="TASKS", show_default=False)
     """Task names or .jsonl paths; one run each."""
-    effect_method: str = option(ACTIVATION, "Effects of heads and blocks: activation, attribution or eap-ig.",
+    effect_method: str = option(VERIFIED, "Effects of heads and blocks: verified (attribution, then activation "
+                                "patching of the candidates), activation, attribution or eap-ig.",
                                 flags=("--method",), choices=METHODS)
-    """How heads and blocks are measured: activation (patching), attribution, eap-ig.
-    Neurons are always measured by a gradient method (eap-ig when asked, else attribution)."""
+    """How heads and blocks are measured: verified (attribution for all, activation patching
+    of the candidates), activation (patching of all), attribution, eap-ig. Neurons are
+    always measured by a gradient method (eap-ig when asked, else attribution)."""
+    verify_margin: float = option(DEFAULT_MARGIN, "verified: also measure every component whose attribution "
+                                  "reaches this fraction of the smallest measured top-n effect.",
+                                  flags=("--verify-margin",), minimum=0)
+    """ρ of :mod:`compgraph.effects.verified` (in (0, 1]; verified only)."""
     ablation: str = option("corrupt", "corrupt, zero, mean or resample.", choices=ABLATIONS)
     """What a patched component takes: its corrupt-run value, zero, its mean, another example's."""
     effect_components: tuple[str, ...] = option(
@@ -108,6 +120,8 @@ class EffectsConfig(DictionariesConfig):
         super().__post_init__()
         if not self.tasks:
             raise ConfigError("the effects stage needs --tasks")
+        if not 0 < self.verify_margin <= 1:
+            raise ConfigError(f"--verify-margin must lie in (0, 1], not {self.verify_margin}")
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -117,17 +131,17 @@ class EffectsConfig(DictionariesConfig):
 
 class EffectsStage(Stage):
     name = "effects"
-    version = 1
+    version = 2
     Config = EffectsConfig
     trigger = "tasks"
     inputs = ("weights",)
     description = "Causal effects on tasks: node effects, edge attribution, node and edge circuits."
 
     def instances(self, config: EffectsConfig) -> list[tuple[str, EffectsConfig]]:
-        """Per task, one run for the model's own components (scope: the task's name) and one
-        per dictionary for its features (scope ``{task}/features/{dictionary}``), so that
-        adding a dictionary's features later neither recomputes nor replaces the task's
-        other effects."""
+        """Per task, one run for the model's own components (scope ``{task}/{method}``) and
+        one per dictionary for its features (scope ``{task}/features/{dictionary}``), so that
+        another method, or a dictionary's features added later, neither recomputes nor
+        replaces the task's other effects."""
         kinds = config.kinds
         if K.FEATURE in kinds and not config.dictionaries:
             raise ConfigError("--components feature needs --dictionary PATH")
@@ -136,7 +150,8 @@ class EffectsStage(Stage):
         for spec in config.tasks:
             task = load_task(spec)  # the whole file is checked here, before anything runs
             if own:
-                out.append((task.name, replace(config, tasks=(spec,), effect_components=own, dictionaries=())))
+                out.append((f"{task.name}/{config.effect_method}",
+                            replace(config, tasks=(spec,), effect_components=own, dictionaries=())))
             if K.FEATURE in kinds:
                 out += [(f"{task.name}/features/{dictionary_name(d)}",
                          replace(config, tasks=(spec,), effect_components=(K.FEATURE,), dictionaries=(d,),
@@ -214,31 +229,48 @@ class EffectsStage(Stage):
         summary = task_summary(model, batch, metric)
         if summary["accuracy"] < 0.6:
             warnings.warn(f"{name} fails task {task.name}: clean accuracy {summary['accuracy']:.2f}", stacklevel=1)
+        effects, scores = self._node_effects(model, adapter, batch, metric, kinds, config)
+        universe = scores.filter(pl.col("component").is_in([str(k) for k in CIRCUIT_KINDS]))
+        cache: dict = {}  # circuits the circuit and its curve share are run once
+        circuit = node_circuit(model, adapter, batch, metric, universe, cache=cache,
+                               **self._size(config, config.circuit_n, universe.height), ablation=config.ablation)
+        curve = faithfulness_curve(model, adapter, batch, metric, universe, level="node", ablation=config.ablation,
+                                   cache=cache)
+        node, includes, for_task = rows.circuit_rows(name, task.name, config.effect_method, circuit, curve,
+                                                     rows.node_circuit_members(name, circuit.members))
+        return Frames.of(
+            nodes=[(schema.MODEL, rows.model_identity(name)), (schema.TASK, rows.task_rows(task)),
+                   *rows.component_nodes(name, scores), (schema.CIRCUIT, node)],
+            edges=[(schema.EVALUATED_ON, rows.evaluated_rows(name, task.name, task.metric, summary)),
+                   (schema.AFFECTS, rows.affects_rows(name, task.name, task.metric, len(task), effects)),
+                   (schema.INCLUDES, includes), (schema.FOR_TASK, for_task)])
+
+    @staticmethod
+    def _node_effects(model, adapter, batch: TaskBatch, metric, kinds,
+                      config: EffectsConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Heads and blocks by ``--method``: (every measurement, a node-effect frame with one
+        row per measurement; the scores circuits are built from, one row per component).
+        Verified: the estimates and the measured effects; scores the best estimates."""
+        if config.effect_method == VERIFIED:
+            got = verified_patching(model, adapter, batch, metric, kinds=kinds, n=config.circuit_n,
+                                    margin=config.verify_margin, ablation=config.ablation)
+            return pl.concat([got.estimated, got.measured]), best(got)
         if config.effect_method == ACTIVATION:
             effects = activation_patching(model, adapter, batch, metric, kinds=kinds, ablation=config.ablation)
         else:
             effects = attribution_patching(model, adapter, batch, metric, kinds=kinds, method=config.effect_method,
                                            ablation=config.ablation)
-        universe = effects.filter(pl.col("component").is_in([str(k) for k in CIRCUIT_KINDS]))
-        circuit = node_circuit(model, adapter, batch, metric, universe,
-                               **self._size(config, config.circuit_n, universe.height), ablation=config.ablation)
-        curve = faithfulness_curve(model, adapter, batch, metric, universe, level="node", ablation=config.ablation)
-        node, includes, for_task = rows.circuit_rows(name, task.name, config.effect_method, circuit, curve,
-                                                     rows.node_circuit_members(name, circuit.members))
-        return Frames.of(
-            nodes=[(schema.MODEL, rows.model_identity(name)), (schema.TASK, rows.task_rows(task)),
-                   *rows.component_nodes(name, effects), (schema.CIRCUIT, node)],
-            edges=[(schema.EVALUATED_ON, rows.evaluated_rows(name, task.name, task.metric, summary)),
-                   (schema.AFFECTS, rows.affects_rows(name, task.name, task.metric, len(task), effects)),
-                   (schema.INCLUDES, includes), (schema.FOR_TASK, for_task)])
+        return effects, effects
 
     def _edges(self, ctx, loaded, task: Task, batch: TaskBatch, config: EffectsConfig) -> Frames:
         model, adapter, name = loaded.model, loaded.adapter, ctx.info.name
         metric, method = self._metric(task), self._gradient_method(config)
         scores = edge_attribution(model, adapter, batch, metric, method=method)
-        circuit = edge_circuit(model, adapter, batch, metric, scores, ablation=config.ablation,
+        cache: dict = {}
+        circuit = edge_circuit(model, adapter, batch, metric, scores, ablation=config.ablation, cache=cache,
                                **self._size(config, config.circuit_edges, scores.height))
-        curve = faithfulness_curve(model, adapter, batch, metric, scores, level="edge", ablation=config.ablation)
+        curve = faithfulness_curve(model, adapter, batch, metric, scores, level="edge", ablation=config.ablation,
+                                   cache=cache)
         group = ctx.info.group
         members = rows.edge_circuit_members(name, circuit.members, group=group)
         node, includes, for_task = rows.circuit_rows(name, task.name, method, circuit, curve, members)

@@ -1,5 +1,6 @@
 """The effects stage through the runner on a user's task file: stored AFFECTS equal the
-definitions recomputed here in plain torch; a malformed file writes nothing."""
+definitions recomputed here in plain torch; the default (verified) method measures what its
+rule says and keeps its run beside another method's; a malformed file writes nothing."""
 
 from __future__ import annotations
 
@@ -41,9 +42,9 @@ def stored(loaded, tiny_dir, tmp_path_factory):
     task = write_task(tmp_path_factory.mktemp("task") / "mine.jsonl", EXAMPLES)
     store = MemoryStore()
     report = ingest(store, IngestConfig.of(str(tiny_dir), name="tiny", tasks=(task,), extract=("effects",),
-                                        device="cpu", circuit_n=3, circuit_edges=10),
+                                        device="cpu", circuit_n=3, circuit_edges=10, effect_method="activation"),
                     loaded=loaded)
-    assert [(s.stage, s.status) for s in report.stages] == [("effects/mine", "complete")]
+    assert [(s.stage, s.status) for s in report.stages] == [("effects/mine/activation", "complete")]
     return store, encode_task(load_task(task), loaded.tokenizer)
 
 
@@ -214,3 +215,64 @@ def test_edge_circuit_and_curves_are_stored(stored):
     got = members.select(uid="dst", got="score").join(touched, on="uid")
     assert got.height == members.height == touched.height
     assert got["got"].to_list() == pytest.approx(got["score"].to_list())
+
+
+# ---- the default method (verified) beside --method activation ---------------------------------
+
+@pytest.fixture(scope="module")
+def verified(loaded, tiny_dir, tmp_path_factory):
+    """The default method, then ``--method activation`` on the same task, into one store:
+    (store, AFFECTS after the first run, the two runs' reports)."""
+    task = write_task(tmp_path_factory.mktemp("task") / "mine.jsonl", EXAMPLES)
+    store = MemoryStore()
+    options = dict(name="tiny", tasks=(task,), extract=("effects",), device="cpu", circuit_n=3, effect_edges=False,
+                   effect_components=("head", "mlp", "attn"), verify_margin=0.5)
+    first = ingest(store, IngestConfig.of(str(tiny_dir), **options), loaded=loaded)
+    after_first = store.edges(schema.AFFECTS)
+    second = ingest(store, IngestConfig.of(str(tiny_dir), effect_method="activation", **options), loaded=loaded)
+    return store, after_first, (first, second)
+
+
+def _by_component(frame: pl.DataFrame) -> dict[str, float]:
+    return dict(zip(frame["src"].to_list(), frame["effect"].to_list()))
+
+
+def test_the_default_measures_the_top_n_and_what_attribution_may_have_underestimated(verified):
+    store, first, _ = verified
+    estimates = _by_component(first.filter(pl.col("method") == "attribution"))
+    assert len(estimates) == 2 * 4 + 2 + 2  # every head and block is estimated
+    exhaustive = _by_component(store.edges(schema.AFFECTS, where={"method": "activation"}))
+    # the rule, recomputed from the estimates and the exhaustive run's measurements
+    order = sorted(estimates, key=lambda uid: -abs(estimates[uid]))
+    top = order[:3]
+    tau = min(abs(exhaustive[uid]) for uid in top)
+    want = set(top) | {uid for uid in order[3:] if abs(estimates[uid]) >= 0.5 * tau}
+    measured = _by_component(first.filter(pl.col("method") == "activation"))
+    assert set(measured) == want
+    for uid, effect in measured.items():  # the same activation patching as the exhaustive run's
+        assert effect == pytest.approx(exhaustive[uid], rel=1e-5, abs=1e-7)
+
+
+def test_the_default_circuit_is_built_from_the_measured_effects(verified):
+    """Members: the top 3 heads and MLP blocks by |effect|, measured where measured, else estimated."""
+    store, first, _ = verified
+    circuit = store.nodes(schema.CIRCUIT).filter(pl.col("method") == "verified").row(0, named=True)
+    best = _by_component(first.filter(pl.col("method") == "attribution")) \
+        | _by_component(first.filter(pl.col("method") == "activation"))
+    universe = {uid: e for uid, e in best.items() if "/H" in uid or uid.endswith("/mlp")}
+    want = sorted(universe, key=lambda uid: -abs(universe[uid]))[:3]
+    members = store.edges(schema.INCLUDES).filter(pl.col("src") == circuit["uid"]).sort("rank")
+    assert members["dst"].to_list() == want
+    assert members["score"].to_list() == pytest.approx([universe[uid] for uid in want])
+
+
+def test_another_method_keeps_the_defaults_run_and_effects(verified):
+    store, first, (one, two) = verified
+    assert [(s.stage, s.status) for s in one.stages] == [("effects/mine/verified", "complete")]
+    assert [(s.stage, s.status) for s in two.stages] == [("effects/mine/activation", "complete")]
+    runs = store.nodes(schema.RUN)
+    assert sorted(runs["status"].to_list()) == ["complete", "complete"]
+    assert sorted(store.nodes(schema.CIRCUIT)["method"].to_list()) == ["activation", "verified"]
+    # the estimates of the default stay; activation rows now hold the exhaustive run's values
+    kept = store.edges(schema.AFFECTS, where={"method": "attribution"})
+    assert _by_component(kept) == _by_component(first.filter(pl.col("method") == "attribution"))
