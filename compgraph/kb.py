@@ -32,12 +32,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from compgraph.store.base import GraphStore
 
 P = schema.Prop
-(UID, MODEL, LAYER, INDEX, HEAD, KV_HEAD, EXPERT, RANK, METHOD, ABLATION, DIRECTION, METRIC, TASK, INPUT, KIND,
- EFFECT, EFFECT_NORM, N_EXAMPLES, SCORE, WEIGHT, LEVEL, SIZE, FAITHFULNESS, METRIC_FULL, METRIC_EMPTY,
+(UID, MODEL, LAYER, INDEX, HEAD, KV_HEAD, EXPERT, RANK, METHOD, VIA, ABLATION, DIRECTION, METRIC, TASK, INPUT,
+ KIND, EFFECT, EFFECT_NORM, N_EXAMPLES, SCORE, WEIGHT, LEVEL, SIZE, FAITHFULNESS, METRIC_FULL, METRIC_EMPTY,
  METRIC_CIRCUIT) = (str(p) for p in (  # plain str: polars reads StrEnum values as Enum
-    P.UID, P.MODEL, P.LAYER, P.INDEX, P.HEAD, P.KV_HEAD, P.EXPERT, P.RANK, P.METHOD, P.ABLATION, P.DIRECTION,
-    P.METRIC, P.TASK, P.INPUT, P.KIND, P.EFFECT, P.EFFECT_NORM, P.N_EXAMPLES, P.SCORE, P.WEIGHT, P.LEVEL, P.SIZE,
-    P.FAITHFULNESS, P.METRIC_FULL, P.METRIC_EMPTY, P.METRIC_CIRCUIT))
+    P.UID, P.MODEL, P.LAYER, P.INDEX, P.HEAD, P.KV_HEAD, P.EXPERT, P.RANK, P.METHOD, P.VIA, P.ABLATION,
+    P.DIRECTION, P.METRIC, P.TASK, P.INPUT, P.KIND, P.EFFECT, P.EFFECT_NORM, P.N_EXAMPLES, P.SCORE, P.WEIGHT,
+    P.LEVEL, P.SIZE, P.FAITHFULNESS, P.METRIC_FULL, P.METRIC_EMPTY, P.METRIC_CIRCUIT))
 CURVE_PROPS = (str(P.CPR), str(P.CMD))
 
 COMPONENT_KINDS: dict[str, schema.NodeKind] = {
@@ -57,7 +57,7 @@ _LOOKUP_BY_UID = 5_000
 DESCRIBE = {"kind": pl.String, LAYER: pl.Int64, INDEX: pl.Int64}
 COMPONENT_COLUMNS = {UID: pl.String, **DESCRIBE, MODEL: pl.String}
 EFFECT_COLUMNS = {"component": pl.String, **DESCRIBE, EFFECT: pl.Float64, EFFECT_NORM: pl.Float64,
-                  METHOD: pl.String, ABLATION: pl.String, DIRECTION: pl.String, METRIC: pl.String,
+                  METHOD: pl.String, VIA: pl.String, ABLATION: pl.String, DIRECTION: pl.String, METRIC: pl.String,
                   N_EXAMPLES: pl.Int64}
 CIRCUIT_COLUMNS = {UID: pl.String, TASK: pl.String, LEVEL: pl.String, METHOD: pl.String, ABLATION: pl.String,
                    SIZE: pl.Int64, FAITHFULNESS: pl.Float64, METRIC_FULL: pl.Float64,
@@ -145,8 +145,9 @@ class KB:
     # ---- effects and circuits -------------------------------------------------------------
     def effects(self, model: str, task: str, method: str | None = None) -> pl.DataFrame:
         """Every component's effect on a task (``AFFECTS``), by one method or all: component,
-        kind, layer, index, effect, effect_norm, method, ablation, direction, metric,
-        n_examples; largest |effect| first. ``task`` is the task's name."""
+        kind, layer, index, effect, effect_norm, method, via (the ``--method`` of the run that
+        wrote it: a verified run's activation rows have via ``verified``), ablation,
+        direction, metric, n_examples; largest |effect| first. ``task`` is the task's name."""
         found = self.store.edges(schema.AFFECTS, where=_present({METHOD: method}), source_where={MODEL: model},
                                  target_where={UID: schema.task_uid(task)})
         found = _conform(found, {"src": pl.String, "dst": pl.String})

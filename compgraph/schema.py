@@ -334,7 +334,10 @@ NODE_KINDS: tuple[NodeKind, ...] = (
 DECODES_TO = RelKind(Rel.DECODES_TO, COMPONENT, TOKEN, key=(Prop.VIA,))
 ACTIVATES_ON = RelKind(Rel.ACTIVATES_ON, COMPONENT, TOKEN)
 CONNECTS = RelKind(Rel.CONNECTS, COMPONENT, COMPONENT, key=(Prop.KIND,))
-AFFECTS = RelKind(Rel.AFFECTS, COMPONENT, TASK, key=(Prop.METHOD, Prop.ABLATION, Prop.DIRECTION, Prop.METRIC))
+AFFECTS = RelKind(Rel.AFFECTS, COMPONENT, TASK, key=(Prop.METHOD, Prop.VIA, Prop.ABLATION, Prop.DIRECTION,
+                                                   Prop.METRIC))
+"""A component's effect on a task: ``method`` measured it, within the effects run of ``via``
+(its ``--method``: a verified run's activation patching and an activation run's are two edges)."""
 CAUSES = RelKind(Rel.CAUSES, COMPONENT, COMPONENT, key=(Prop.METHOD, Prop.TASK, Prop.INPUT))
 INCLUDES = RelKind(Rel.INCLUDES, CIRCUIT, COMPONENT)
 FOR_TASK = RelKind(Rel.FOR_TASK, CIRCUIT, TASK)

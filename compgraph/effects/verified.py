@@ -1,37 +1,43 @@
 """Verified effects, the default method: attribution for every component, then activation
 patching of every component whose effect could matter (in the spirit of AtP*, Kramár et al. 2024).
 
-The rule, for the components ``C`` asked for (heads and blocks), a circuit size ``n`` and a
-margin ``ρ`` (0 < ρ ≤ 1):
+The rule, for the components ``C`` asked for (heads and blocks), a circuit size ``n``, a
+margin ``ρ`` (0 < ρ ≤ 1) and the circuit's kinds ``K`` (heads and MLP blocks in the
+effects stage; all of ``C`` by default):
 
 1. **Estimate.** Attribution patching (:mod:`compgraph.effects.attribution`) gives every
    component its first-order estimate ``â_c`` (one forward and one backward pass per chunk
    of examples).
-2. **Verify the top.** The ``n`` components of largest ``|â_c|`` (ties: the order of ``C``)
-   are measured by activation patching (:mod:`compgraph.effects.activation`): ``e_c``.
+2. **Verify the top.** The ``n`` components of largest ``|â_c|`` (ties: the order of ``C``),
+   and the ``n`` of largest ``|â_c|`` among the kinds ``K``, are measured by activation
+   patching (:mod:`compgraph.effects.activation`): ``e_c``.
 3. **Verify what attribution may have underestimated.** With ``τ`` = the smallest ``|e_c|``
-   measured in step 2, every other component with ``|â_c| ≥ ρ·τ`` is measured too.
+   among the first ``n`` of step 2, every other component with ``|â_c| ≥ ρ·τ`` is measured.
+4. **Close the circuit.** Each component's *best estimate* is ``e_c`` where measured, else
+   ``â_c`` (:func:`best`); while the top ``n`` of kinds ``K`` by |best estimate| holds an
+   unmeasured component, those are measured. So every member of the circuit built from
+   the best estimates has been measured.
 
-The result holds every component's estimate and, for the measured ones, the measured effect.
-The *best estimate* of a component is ``e_c`` where measured, else ``â_c``; circuits are
-built from it (:func:`best`).
+The result holds every component's estimate and the measured components' effects.
 
-**Bound.** Let ``τ*`` be the ``n``-th largest measured ``|e_c|`` (``τ* ≥ τ``). A component
-left unmeasured has ``|â_c| < ρ·τ ≤ ρ·τ*``; it belongs in the true top-``n`` only if
-``|e_c| > τ*``, that is, only if attribution underestimated it by a factor above ``1/ρ``
-(4 at the default ρ = 1/4). :class:`Verified` reports ``τ*`` and the largest unmeasured
-``|â_c|`` (``unverified_max``); ``unverified_max / τ*`` is the underestimation factor a
-missed member would need (``inf`` when everything was measured).
+**Bound.** Let ``τ*`` be the ``n``-th largest measured ``|e_c|``. A component left
+unmeasured has ``|â_c| < ρ·τ``; it belongs in the true top-``n`` only if ``|e_c| > τ*``,
+that is, only if attribution underestimated it by a factor above ``τ*/(ρ·τ)`` — at least
+``1/ρ`` (4 at the default ρ = 1/4). :class:`Verified` reports ``τ*`` and the largest
+unmeasured ``|â_c|`` (``unverified_max``); :func:`missing_factor` is ``τ*`` ÷ that, the
+factor a missed member would need.
 
-**Failure cases.** Attribution is a linear estimate at the clean run; it misses effects it
-underestimates by more than ``1/ρ``: saturated attention (a softmax whose gradient vanishes
-while a large change of its input flips it — AtP*'s first failure mode) and cancelling
-paths (a component whose direct and indirect effects cancel in the gradient but not in the
-patched run — its second). Both show up on SmolLM2 as blocks underestimated about 2× (the
-layer-0 MLP, which acts as part of the embedding: −7.6 estimated, −17.8 measured on
-capitals); a factor of 4 covers every task measured in ``benchmarks/effects.py``. A
-component whose effect only appears together with others (redundancy) is not an error of
-attribution: activation patching of single components misses it too.
+**Failure cases.** Attribution is a linear estimate at the clean run; a component it
+underestimates by more than that factor, or whose estimate has the wrong sign and a small
+magnitude, is missed: saturated attention (a softmax whose gradient vanishes while a large
+change of its input flips it — AtP*'s first failure mode) and cancelling paths (a
+component whose direct and indirect effects cancel in the gradient but not in the patched
+run — its second). On SmolLM2 the layer-0 MLP, which acts as part of the embedding, is the
+component attribution gets most wrong (IOI: +0.87 estimated, −5.22 measured; capitals:
+−7.6 and −17.8); ``benchmarks/effects.py`` reports, per task, whether a true top-20 member
+was left unmeasured. A component whose effect only appears together with others
+(redundancy) is not an error of attribution: activation patching of single components
+misses it too.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ import polars as pl
 from compgraph.data.tasks import TaskBatch
 from compgraph.effects.activation import activation_patching, resolve_components
 from compgraph.effects.attribution import attribution_patching
-from compgraph.effects.measure import DEFAULT_BATCH_TOKENS, Metric, check
+from compgraph.effects.measure import ACTIVATION, ATTRIBUTION, DEFAULT_BATCH_TOKENS, Metric, check, node_frame
 from compgraph.errors import ConfigError
 
 DEFAULT_MARGIN = 0.25
@@ -69,44 +75,62 @@ def _keys(frame: pl.DataFrame) -> list[tuple]:
     return list(zip(frame["component"].to_list(), frame["layer"].to_list(), frame["index"].to_list()))
 
 
-def to_measure(estimates: list[float], n: int, margin: float, measured: dict[int, float]) -> list[int]:
-    """The positions to measure next (the module's rule) given the ``estimates`` and what is
-    ``measured`` already (position -> effect): step 2 when nothing is measured, else step 3."""
-    order = sorted(range(len(estimates)), key=lambda i: (-abs(estimates[i]), i))
-    if not measured:
-        return order[:n]
-    tau = min(abs(e) for e in measured.values())
-    return [i for i in order if i not in measured and abs(estimates[i]) >= margin * tau]
+def top(values: list[float], n: int, among: list[int] | None = None) -> list[int]:
+    """The positions of the ``n`` largest ``|values|`` (ties: lower position first), among
+    the positions ``among`` (all by default)."""
+    among = range(len(values)) if among is None else among
+    return sorted(among, key=lambda i: (-abs(values[i]), i))[:n]
+
+
+def within_margin(estimates: list[float], tau: float, margin: float, measured) -> list[int]:
+    """Step 3: the unmeasured positions whose ``|estimate| ≥ margin · tau``, largest first."""
+    return [i for i in top(estimates, len(estimates)) if i not in measured and abs(estimates[i]) >= margin * tau]
+
+
+def unmeasured_members(estimates: list[float], measured: dict[int, float], n: int, among: list[int]) -> list[int]:
+    """Step 4: the unmeasured positions in the top ``n`` of ``among`` by |best estimate|."""
+    best_of = [measured.get(i, e) for i, e in enumerate(estimates)]
+    return [i for i in top(best_of, n, among) if i not in measured]
 
 
 def verified_patching(model, adapter, task: TaskBatch, metric: Metric, *, components=None, kinds=("head",),
-                      n: int = 20, margin: float = DEFAULT_MARGIN, ablation: str = "corrupt",
+                      n: int = 20, margin: float = DEFAULT_MARGIN, circuit_kinds=None, ablation: str = "corrupt",
                       direction: str = "noising", seed: int = 0,
                       batch_tokens: int = DEFAULT_BATCH_TOKENS) -> Verified:
     """Estimate every component by attribution, measure the candidates by activation
-    patching (module docstring)."""
+    patching (module docstring; ``circuit_kinds``: K, all kinds when None)."""
     check(ablation, direction)
     if n < 1:
         raise ConfigError("n must be at least 1")
     if not 0 < margin <= 1:
         raise ConfigError(f"the verification margin must lie in (0, 1], not {margin}")
     comps = resolve_components(model, adapter, components, kinds)
+    if not comps:
+        empty = node_frame([], [], {"clean": math.nan, "corrupt": math.nan}, ATTRIBUTION, ablation, direction)
+        return Verified(empty, empty.with_columns(pl.lit(ACTIVATION).alias("method")), 0.0, 0.0)
     common = {"ablation": ablation, "direction": direction, "seed": seed, "batch_tokens": batch_tokens}
     estimated = attribution_patching(model, adapter, task, metric, components=comps, **common)
     estimates = estimated["effect"].to_list()
+    among = [i for i, c in enumerate(comps) if circuit_kinds is None or c.kind in circuit_kinds]
     measured: dict[int, float] = {}
     frames = []
-    for _ in range(2):  # step 2, then step 3 (τ can only grow, so a third round finds nothing)
-        picks = to_measure(estimates, n, margin, measured)
-        if not picks:
-            break
-        frame = activation_patching(model, adapter, task, metric, components=[comps[i] for i in picks], **common)
-        measured.update(zip(picks, frame["effect"].to_list()))
-        frames.append(frame)
+
+    def measure(picks: list[int]) -> None:
+        picks = [i for i in dict.fromkeys(picks) if i not in measured]
+        if picks:
+            frame = activation_patching(model, adapter, task, metric, components=[comps[i] for i in picks], **common)
+            measured.update(zip(picks, frame["effect"].to_list()))
+            frames.append(frame)
+
+    first = top(estimates, n)
+    measure(first + top(estimates, n, among))                                        # step 2
+    tau = min(abs(measured[i]) for i in first)
+    measure(within_margin(estimates, tau, margin, measured))                        # step 3
+    while missing := unmeasured_members(estimates, measured, n, among):             # step 4
+        measure(missing)
     effects = sorted((abs(e) for e in measured.values()), reverse=True)
-    tau = effects[min(n, len(effects)) - 1]
     left = [abs(estimates[i]) for i in range(len(comps)) if i not in measured]
-    return Verified(estimated, pl.concat(frames), tau, max(left, default=0.0))
+    return Verified(estimated, pl.concat(frames), effects[min(n, len(effects)) - 1], max(left, default=0.0))
 
 
 def best(result: Verified) -> pl.DataFrame:
@@ -125,5 +149,5 @@ def missing_factor(result: Verified) -> float:
     return result.tau / result.unverified_max if result.unverified_max > 0 else math.inf
 
 
-__all__ = ["DEFAULT_MARGIN", "Verified", "best", "missing_factor", "to_measure",
-           "verified_patching"]
+__all__ = ["DEFAULT_MARGIN", "Verified", "best", "missing_factor", "top", "unmeasured_members", "verified_patching",
+           "within_margin"]

@@ -135,7 +135,7 @@ class _StageRun:
     def execute(self) -> StageReport:
         stage, info = self.stage, self.ctx.info
         others = self.store.nodes(schema.RUN, where={P.MODEL: info.name, P.STAGE: stage.name,
-                                                     P.SCOPE: self.step.scope})
+                                                     P.SCOPE: [self.step.scope, *stage.replaces(self.step.scope)]})
         others = [r for r in others.to_dicts() if r["uid"] != self.step.run]
         for other in others:
             if other.get(P.STATUS) != schema.RunStatus.SUPERSEDED:

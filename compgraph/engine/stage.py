@@ -114,6 +114,11 @@ class Stage(ABC):
         """
         return [("", config)]
 
+    def replaces(self, scope: str) -> tuple[str, ...]:
+        """Scopes of earlier versions of this stage whose runs a run of ``scope`` replaces as
+        if they were its own (when a stage changes how it scopes its runs); none by default."""
+        return ()
+
     def digests(self, config: Any) -> dict[str, str]:
         """Digests of inputs only this stage knows how to read (task files, a
         dictionary), added to the run identity; ``weights`` and ``corpus`` come from

@@ -1,8 +1,13 @@
-"""The ``effects`` stage: causal effects of components on tasks, one run per task.
+"""The ``effects`` stage: causal effects of components on tasks, runs per task and method.
 
-For each task (``--tasks``; a shipped name or a user's ``.jsonl``) and method, one run,
-scoped ``{task}/{method}`` so that neither tasks nor methods replace each other's runs
-(``--method activation`` after the default keeps the default's effects):
+For each task (``--tasks``; a shipped name or a user's ``.jsonl``), runs scoped so that
+neither tasks nor methods replace each other's (``--method activation`` after the default
+keeps the default's effects): ``{task}/{method}`` (shard ``nodes``: heads and blocks by
+``--method``) and ``{task}/gradients/{attribution|eap-ig}`` (shards ``neurons`` and
+``edges``, which every method but eap-ig computes by attribution: switching between
+verified, activation and attribution leaves that run complete). Every ``AFFECTS`` carries
+``via``, the ``--method`` of the run that wrote it (part of its key, so two runs never
+write the same edge).
 
 - shard ``nodes``: the task's clean accuracy and mean clean / corrupt metric
   (``EVALUATED_ON`` from the model to the ``:Task``), the effect of every head, MLP
@@ -17,7 +22,8 @@ scoped ``{task}/{method}`` so that neither tasks nor methods replace each other'
   faithfulness measured by running the model with everything outside patched
   (``:Circuit``, ``INCLUDES``, ``FOR_TASK``);
 - shard ``neurons``: attribution patching of every neuron (``AFFECTS``, method
-  ``attribution``), when ``neuron`` is among ``effect_components``;
+  ``attribution``), when ``neuron`` is among ``effect_components``; with the task summary
+  (``EVALUATED_ON``) as in ``nodes``;
 - run ``{task}/features/{dictionary}``, one per ``--dictionary`` when ``feature`` is
   among ``effect_components``: shard ``features/0``, every feature's effect
   (:mod:`compgraph.dictionaries.effects`); a run of its own, so features added later
@@ -39,7 +45,7 @@ Whole blocks are ``:Site`` components (``{model}/L{layer}/mlp``, ``.../attn``).
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import polars as pl
@@ -129,6 +135,10 @@ class EffectsConfig(DictionariesConfig):
         return tuple(K.FEATURE if k == "features" else k for k in self.effect_components)
 
 
+_DEFAULTS = {f.name: f.default for f in fields(EffectsConfig)}
+"""What the node and the gradient runs reset the fields only the other one reads to."""
+
+
 class EffectsStage(Stage):
     name = "effects"
     version = 2
@@ -145,18 +155,34 @@ class EffectsStage(Stage):
         kinds = config.kinds
         if K.FEATURE in kinds and not config.dictionaries:
             raise ConfigError("--components feature needs --dictionary PATH")
-        own = tuple(k for k in kinds if k != K.FEATURE)
+        patched = tuple(k for k in kinds if k in PATCHED_KINDS)
+        gradient = self._gradient_method(config)
         out = []
         for spec in config.tasks:
             task = load_task(spec)  # the whole file is checked here, before anything runs
-            if own:
+            if patched:
                 out.append((f"{task.name}/{config.effect_method}",
-                            replace(config, tasks=(spec,), effect_components=own, dictionaries=())))
+                            replace(config, tasks=(spec,), effect_components=patched, dictionaries=(),
+                                    effect_edges=False, circuit_edges=_DEFAULTS["circuit_edges"])))
+            if K.NEURON in kinds or (config.effect_edges and patched):
+                # the same run for every method computing it by ``gradient``: its identity
+                # ignores what only the node run reads
+                out.append((f"{task.name}/gradients/{gradient}",
+                            replace(config, tasks=(spec,), effect_method=gradient, dictionaries=(),
+                                    effect_components=(K.NEURON,) if K.NEURON in kinds else (),
+                                    circuit_n=_DEFAULTS["circuit_n"], verify_margin=_DEFAULTS["verify_margin"])))
             if K.FEATURE in kinds:
                 out += [(f"{task.name}/features/{dictionary_name(d)}",
                          replace(config, tasks=(spec,), effect_components=(K.FEATURE,), dictionaries=(d,),
                                  effect_edges=False)) for d in config.dictionaries]
         return out
+
+    def replaces(self, scope: str) -> tuple[str, ...]:
+        """A node run ``{task}/{method}`` replaces version 1's run of the task (scope
+        ``{task}``, every method in one run), so a store ingested before keeps no stale
+        effects or circuits (its neurons and edges are written again by the gradient run)."""
+        task, _, method = scope.rpartition("/")
+        return (task,) if method in METHODS and "/" not in task else ()
 
     def digests(self, config: EffectsConfig) -> dict[str, str]:
         path = Path(load_task(config.tasks[0]).path)
@@ -183,7 +209,9 @@ class EffectsStage(Stage):
     def shards(self, info: ModelInfo, config: EffectsConfig, execution) -> list[str]:
         if config.kinds == (K.FEATURE,):  # a dictionary's own run (see instances)
             return [f"features/{i}" for i in range(len(config.dictionaries))]
-        shards = ["nodes"]
+        if any(k in PATCHED_KINDS for k in config.kinds):  # a node run
+            return ["nodes"]
+        shards = []
         if K.NEURON in config.effect_components and not info.is_moe:
             shards.append("neurons")
         if config.effect_edges:
@@ -242,7 +270,8 @@ class EffectsStage(Stage):
             nodes=[(schema.MODEL, rows.model_identity(name)), (schema.TASK, rows.task_rows(task)),
                    *rows.component_nodes(name, scores), (schema.CIRCUIT, node)],
             edges=[(schema.EVALUATED_ON, rows.evaluated_rows(name, task.name, task.metric, summary)),
-                   (schema.AFFECTS, rows.affects_rows(name, task.name, task.metric, len(task), effects)),
+                   (schema.AFFECTS, rows.affects_rows(name, task.name, task.metric, len(task), effects,
+                                                      via=config.effect_method)),
                    (schema.INCLUDES, includes), (schema.FOR_TASK, for_task)])
 
     @staticmethod
@@ -253,7 +282,8 @@ class EffectsStage(Stage):
         Verified: the estimates and the measured effects; scores the best estimates."""
         if config.effect_method == VERIFIED:
             got = verified_patching(model, adapter, batch, metric, kinds=kinds, n=config.circuit_n,
-                                    margin=config.verify_margin, ablation=config.ablation)
+                                    margin=config.verify_margin, circuit_kinds=CIRCUIT_KINDS,
+                                    ablation=config.ablation)
             return pl.concat([got.estimated, got.measured]), best(got)
         if config.effect_method == ACTIVATION:
             effects = activation_patching(model, adapter, batch, metric, kinds=kinds, ablation=config.ablation)
@@ -284,8 +314,12 @@ class EffectsStage(Stage):
         name = ctx.info.name
         effects = attribution_patching(loaded.model, loaded.adapter, batch, self._metric(task), kinds=(K.NEURON,),
                                        method=self._gradient_method(config))
-        return Frames.of(nodes=rows.component_nodes(name, effects),
-                         edges=[(schema.AFFECTS, rows.affects_rows(name, task.name, task.metric, len(task), effects))])
+        summary = task_summary(loaded.model, batch, self._metric(task))
+        return Frames.of(nodes=[(schema.MODEL, rows.model_identity(name)), (schema.TASK, rows.task_rows(task)),
+                                *rows.component_nodes(name, effects)],
+                         edges=[(schema.EVALUATED_ON, rows.evaluated_rows(name, task.name, task.metric, summary)),
+                                (schema.AFFECTS, rows.affects_rows(name, task.name, task.metric, len(task), effects,
+                                                                   via=config.effect_method))])
 
     def _features(self, ctx, loaded, task: Task, batch: TaskBatch, spec: str, ablation: str) -> Frames:
         """Every feature of every dictionary at ``spec`` (identity rows, as the features stage
@@ -299,7 +333,7 @@ class EffectsStage(Stage):
             src = [schema.feature_uid(uid, j) for j in effects["index"].to_list()]
             out += Frames.of(nodes=[(schema.FEATURE, rows.feature_identity(name, uid, d))],
                              edges=[(schema.AFFECTS, rows.affects_rows(name, task.name, task.metric, len(batch),
-                                                                       effects, src=src))])
+                                                                       effects, via=ATTRIBUTION, src=src))])
         return out
 
 

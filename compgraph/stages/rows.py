@@ -273,15 +273,16 @@ def component_nodes(model: str, effects: pl.DataFrame) -> list[tuple[schema.Node
     return identity_nodes(model, effects.select(pl.col("component").alias("kind"), "layer", "index"))
 
 
-def affects_rows(model: str, task: str, metric: str, n_examples: int, effects: pl.DataFrame,
+def affects_rows(model: str, task: str, metric: str, n_examples: int, effects: pl.DataFrame, via: str,
                  src: list[str] | None = None) -> pl.DataFrame:
-    """``AFFECTS`` rows of a node-effect frame (:data:`compgraph.effects.measure.NODE_SCHEMA`);
-    ``src`` overrides the components' uids (features: their dictionary's uids)."""
+    """``AFFECTS`` rows of a node-effect frame (:data:`compgraph.effects.measure.NODE_SCHEMA`)
+    written by the effects run of method ``via``; ``src`` overrides the components' uids
+    (features: their dictionary's uids)."""
     if src is None:
         src = [component_uid(model, k, layer, i) for k, layer, i in effects.select("component", "layer", "index").rows()]
     return pl.DataFrame({
         "src": src, "dst": schema.task_uid(task), P.EFFECT: effects["effect"], P.EFFECT_NORM: effects["effect_norm"],
-        P.METHOD: effects["method"], P.ABLATION: effects["ablation"], P.DIRECTION: effects["direction"],
+        P.METHOD: effects["method"], P.VIA: via, P.ABLATION: effects["ablation"], P.DIRECTION: effects["direction"],
         P.METRIC: metric, P.N_EXAMPLES: n_examples,
     })
 

@@ -31,8 +31,9 @@ C_OTHER = schema.circuit_uid(OTHER, "ioi", "node", "activation")
 
 
 def _affects(rows):
-    return pl.DataFrame([{"src": s, "dst": d, "effect": e, "effect_norm": e / 10, "method": m, "ablation": "corrupt",
-                          "direction": "noising", "metric": "logit_diff", "n_examples": 10} for s, d, e, m in rows])
+    return pl.DataFrame([{"src": s, "dst": d, "effect": e, "effect_norm": e / 10, "method": m, "via": m,
+                          "ablation": "corrupt", "direction": "noising", "metric": "logit_diff", "n_examples": 10}
+                         for s, d, e, m in rows])
 
 
 def _circuit(uid, model, task, level, method, **extra):
@@ -115,8 +116,9 @@ def test_components_of_one_kind(kb):
 
 def _effects(rows):
     return pl.DataFrame([{"component": c, "kind": k, "layer": layer, "index": i, "effect": e, "effect_norm": e / 10,
-                          "method": m, "ablation": "corrupt", "direction": "noising", "metric": "logit_diff",
-                          "n_examples": 10} for c, k, layer, i, e, m in rows], schema=kb_module.EFFECT_COLUMNS)
+                          "method": m, "via": m, "ablation": "corrupt", "direction": "noising",
+                          "metric": "logit_diff", "n_examples": 10} for c, k, layer, i, e, m in rows],
+                        schema=kb_module.EFFECT_COLUMNS)
 
 
 def test_effects_of_a_task_largest_first(kb):

@@ -310,3 +310,20 @@ def test_scoped_runs_replace_only_their_own_scope(tiny_dir, loaded, monkeypatch)
     runs = {(r["scope"], r["status"]) for r in store.nodes(schema.RUN, where={"stage": "persubject"}).to_dicts()}
     assert runs == {("s1", "complete"), ("s2", "complete"), ("fixed", "complete"), ("fixed", "superseded")}
     assert sorted(store.nodes(schema.TASK)["name"].to_list()) == ["t1", "t2"]
+
+
+def test_a_run_replaces_the_runs_of_the_scopes_it_names(tiny_dir, loaded, monkeypatch):
+    """A stage that renamed its scopes (``replaces``): the new scope's run supersedes the old
+    scope's run and sweeps what it wrote, as if it were its own earlier run."""
+    stage = _PerSubject()
+    monkeypatch.setitem(registry._STAGES, "persubject", stage)
+    store = MemoryStore()
+    monkeypatch.setattr(stage, "instances", lambda config: [("old", config)])
+    ingest(store, cfg(tiny_dir, extract=("persubject",), top_k=1), loaded=loaded)
+    monkeypatch.setattr(stage, "instances", lambda config: [("old/new", config)])
+    monkeypatch.setattr(stage, "replaces", lambda scope: ("old",) if scope == "old/new" else ())
+    ingest(store, cfg(tiny_dir, extract=("persubject",), top_k=2), loaded=loaded)
+    runs = {(r["scope"], r["status"]) for r in store.nodes(schema.RUN, where={"stage": "persubject"}).to_dicts()}
+    assert runs == {("old", "superseded"), ("old/new", "complete")}
+    tasks = {r["name"]: r.get("k") for r in store.nodes(schema.TASK).to_dicts()}
+    assert tasks == {"t1": None, "t2": 2}  # t1's property written by the old run is swept

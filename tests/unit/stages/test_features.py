@@ -204,17 +204,19 @@ def test_feature_effects_run_in_the_effects_stage(stored, loaded, tiny_dir, tmp_
     store = MemoryStore()
     heads = IngestConfig.of(str(tiny_dir), name="tiny", tasks=(str(task),), device="cpu", extract=("effects",),
                          effect_components=("head",), effect_edges=False)
-    assert [(s.stage, s.status) for s in ingest(store, heads, loaded=loaded).stages] == [("effects/caps", "complete")]
+    assert [(s.stage, s.status) for s in ingest(store, heads, loaded=loaded).stages] == [
+        ("effects/caps/verified", "complete")]
     cfg = heads.with_options(effect_components=("head", "feature"), dictionaries=(str(folder),))
     report = ingest(store, cfg, loaded=loaded)  # the features are a run of their own: the heads' run stays
     assert [(s.stage, s.status) for s in report.stages] == [
-        ("effects/caps", "already complete"), ("effects/caps/features/my-sae", "complete")]
+        ("effects/caps/verified", "already complete"), ("effects/caps/features/my-sae", "complete")]
     only = ingest(store, cfg.with_options(effect_components=("feature",)), loaded=loaded)
     assert [(s.stage, s.status) for s in only.stages] == [("effects/caps/features/my-sae", "already complete")]
     affects = store.edges(schema.AFFECTS)
     feats = affects.filter(pl.col("src").str.contains("/F"))
     assert feats.height == WIDTH and set(feats["method"]) == {"attribution"}
-    assert affects.filter(pl.col("src").str.contains("/H")).height == 8
+    heads_rows = affects.filter(pl.col("src").str.contains("/H"))  # 8 heads, each estimated and measured (n=20)
+    assert heads_rows.group_by("method").len().sort("method").rows() == [("activation", 8), ("attribution", 8)]
     enc = encode_task(load_task(str(task)), loaded.tokenizer)
     want = feature_attribution(loaded.model, loaded.adapter, read_dictionary(folder)[0], enc, logit_diff)
     got = dict(zip(feats["src"].str.extract(r"/F(\d+)$").cast(pl.Int64).to_list(), feats["effect"].to_list()))

@@ -97,11 +97,12 @@ def test_affects_rows_carry_every_effect_property():
     effects = pl.DataFrame({"component": [str(schema.ComponentKind.NEURON)], "layer": [1], "index": [9],
                             "effect": [-0.5], "effect_norm": [-0.25], "method": ["activation"],
                             "ablation": ["mean"], "direction": ["denoise"]})
-    out = rows.affects_rows("m", "ioi", "logit_diff", 12, effects)
+    out = rows.affects_rows("m", "ioi", "logit_diff", 12, effects, via="verified")
     assert out.rows(named=True) == [{
         "src": schema.neuron_uid("m", 1, 9), "dst": schema.task_uid("ioi"), P.EFFECT: -0.5, P.EFFECT_NORM: -0.25,
-        P.METHOD: "activation", P.ABLATION: "mean", P.DIRECTION: "denoise", P.METRIC: "logit_diff", P.N_EXAMPLES: 12}]
-    assert rows.affects_rows("m", "ioi", "logit_diff", 12, effects, src=["f"])["src"].to_list() == ["f"]
+        P.METHOD: "activation", P.VIA: "verified", P.ABLATION: "mean", P.DIRECTION: "denoise", P.METRIC: "logit_diff",
+        P.N_EXAMPLES: 12}]
+    assert rows.affects_rows("m", "ioi", "logit_diff", 12, effects, via="x", src=["f"])["src"].to_list() == ["f"]
 
 
 def test_every_row_column_is_a_schema_property():
