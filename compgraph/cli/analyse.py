@@ -161,7 +161,8 @@ PARALLEL_EDGES = 100_000
 
 
 def _workers(n_edges: int) -> int:
-    return (os.cpu_count() or 1) if n_edges >= PARALLEL_EDGES else 1
+    """One per core this process may run on, for a large graph."""
+    return len(os.sched_getaffinity(0)) if n_edges >= PARALLEL_EDGES else 1
 
 
 def _heaviest_graph(nodes, edges, limit: int):

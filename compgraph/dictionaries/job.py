@@ -70,7 +70,7 @@ def forward_dtype(dtype: str, device: str) -> str:
     """The dtype name the activations' forward pass runs in (``TrainJob.dtype``)."""
     if dtype != "auto":
         return dtype
-    return "bfloat16" if loading.native_bf16(loading.pick_device(device)) else "float32"
+    return "bfloat16" if loading.auto_bfloat16(device) else "float32"
 
 
 def train_dictionary(job: TrainJob, *, progress: Progress | None = None,

@@ -31,6 +31,8 @@ Each distinct circuit is run once: circuits with the same members (the curve's 1
 the full circuit; its smallest sizes and the empty one) share one measurement, and a
 ``cache`` dict passed to :func:`node_circuit` / :func:`edge_circuit` and then to
 :func:`faithfulness_curve` on the same scores shares them between the circuit and its curve.
+A cache belongs to one model, task batch and metric: its keys name the circuit, the
+ablation and the seed only.
 
 **CPR and CMD** (MIB, Mueller et al. 2025): faithfulness f(x) of the top-⌊x·N⌋ circuit
 (pruned, edge level) for x on the grid :data:`FRACTIONS` = 0.001, 0.002, 0.005, 0.01, 0.02,

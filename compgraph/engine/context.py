@@ -51,11 +51,10 @@ class Execution(Options):
         super().__post_init__()
 
     def stats_dtype(self) -> str | None:
-        """The precision of the statistics passes' forward (None: the model's own). With
+        """The precision of the neuron statistics pass's forward (None: the model's own). With
         ``--dtype auto`` on a CPU that computes bfloat16 natively, ``"bfloat16"`` (autocast;
         statistics still accumulate in float32); the model itself stays float32 there."""
-        device = loading.pick_device(self.device)
-        if self.dtype == "auto" and device == "cpu" and loading.native_bf16(device):
+        if self.dtype == "auto" and loading.pick_device(self.device) == "cpu" and loading.auto_bfloat16("cpu"):
             return "bfloat16"
         return None
 

@@ -180,6 +180,13 @@ def native_bf16(device: str) -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def auto_bfloat16(device: str) -> bool:
+    """What ``--dtype auto`` means for a forward pass that may run in bfloat16 (the
+    statistics pass, a dictionary's training activations): whether ``device`` (``auto``
+    resolved) computes it natively."""
+    return native_bf16(pick_device(device))
+
+
 def pick_dtype(dtype: str, device: str):
     import torch
 

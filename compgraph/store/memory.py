@@ -21,6 +21,7 @@ from compgraph.store.base import (
     Filter,
     OnMissing,
     WriteResult,
+    prepared,
     _check_batch,
     matches,
     plan_edge_merge,
@@ -103,6 +104,7 @@ class MemoryStore:
 
     def _matching_edges(self, rel: RelKind, where: Filter | None, source_where: Filter | None) -> list[tuple]:
         sources = self._nodes.get(rel.source.key_label, {})
+        where, source_where = prepared(where), prepared(source_where)
         return [identity for identity, props in self._edges.get(rel.type, {}).items()
                 if matches(props, where) and (not source_where or matches(sources.get(identity[0], {}), source_where))]
 
@@ -110,6 +112,7 @@ class MemoryStore:
               target_where: Filter | None = None) -> pl.DataFrame:
         table = self._edges.get(rel.type, {})
         targets = self._nodes.get(rel.target.key_label, {})
+        target_where = prepared(target_where)
         return props_frame([{"src": i[0], "dst": i[1], **table[i]} for i in self._matching_edges(rel, where, source_where)
                             if not target_where or matches(targets.get(i[1], {}), target_where)], ["src", "dst"])
 

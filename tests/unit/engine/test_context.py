@@ -31,3 +31,13 @@ def test_context_counts_real_token_ids_and_builds_the_corpus_once(tiny_dir):
     assert stream.n_tokens == 64
     ctx.close()
     assert ctx._streams == {}
+
+
+@pytest.mark.parametrize("dtype,native,want", [("auto", True, "bfloat16"), ("auto", False, None),
+                                              ("float32", True, None), ("bfloat16", True, None)])
+def test_the_statistics_pass_runs_in_bfloat16_only_with_auto_on_a_native_cpu(dtype, native, want, monkeypatch):
+    from compgraph.engine.context import Execution
+    from compgraph.models import loading
+
+    monkeypatch.setattr(loading, "native_bf16", lambda device: native)
+    assert Execution(device="cpu", dtype=dtype).stats_dtype() == want
