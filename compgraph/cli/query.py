@@ -114,7 +114,7 @@ def report(model_name, limit, store, database):
         for task in sorted(t.removeprefix("task:") for t in tasks["dst"].to_list()) if tasks.height else []:
             statements.append((named_query("top_effects").text, {"model": model_name, "task": task,
                                                                  "method": "activation", "limit": limit},
-                               f"top components by activation-patching effect on {task}"))
+                               f"top components by activation-patching effect on {task} (the measured ones)"))
         for statement, params, title in statements:
             with graph.records(statement, params) as rows:
                 emit(rows, "table", title)

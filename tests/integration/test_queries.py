@@ -75,10 +75,10 @@ def build(store) -> None:
         {"dst": CAPITALS, "accuracy": 0.75, "metric_clean": 8.0, "metric_corrupt": -8.0, "run": R_E2},
     ], src=M, metric="logit_diff")
     _edges(store, schema.AFFECTS, [
-        {"src": H00, "effect": -3.0, "effect_norm": 0.6, "method": "activation"},
-        {"src": H10, "effect": 2.0, "effect_norm": -0.4, "method": "activation"},
-        {"src": S0, "effect": 1.0, "effect_norm": -0.2, "method": "activation"},
-        {"src": N01, "effect": 0.5, "effect_norm": -0.1, "method": "attribution"},
+        {"src": H00, "effect": -3.0, "effect_norm": 0.6, "method": "activation", "via": "verified"},
+        {"src": H10, "effect": 2.0, "effect_norm": -0.4, "method": "activation", "via": "verified"},
+        {"src": S0, "effect": 1.0, "effect_norm": -0.2, "method": "activation", "via": "verified"},
+        {"src": N01, "effect": 0.5, "effect_norm": -0.1, "method": "attribution", "via": "attribution"},
     ], dst=IOI, ablation="corrupt", direction="noising", metric="logit_diff", n_examples=10, run=R_E)
     store.merge_nodes(schema.CIRCUIT, pl.DataFrame([
         {"uid": C_IOI, "model": M, "task": "ioi", "faithfulness": 0.9, "metric_full": 5.0, "metric_empty": 0.5,
@@ -228,8 +228,9 @@ CASES: dict[str, list[tuple[dict, list[tuple]]]] = {
     ],
     "top_effects": [
         ({"model": M, "task": "ioi", "method": "activation", "limit": 2},
-         [(H00, "Head", 0, -3.0, 0.6, "corrupt"), (H10, "Head", 1, 2.0, -0.4, "corrupt")]),
-        ({"model": M, "task": "ioi", "method": "attribution", "limit": 5}, [(N01, "Neuron", 0, 0.5, -0.1, "corrupt")]),
+         [(H00, "Head", 0, -3.0, 0.6, "corrupt", "verified"), (H10, "Head", 1, 2.0, -0.4, "corrupt", "verified")]),
+        ({"model": M, "task": "ioi", "method": "attribution", "limit": 5},
+         [(N01, "Neuron", 0, 0.5, -0.1, "corrupt", "attribution")]),
     ],
     "top_heads": [
         ({"model": M, "score": "induction_score", "limit": 2}, [(0, 0, 0, 0.9), (1, 0, 0, 0.5)]),
