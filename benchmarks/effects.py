@@ -88,7 +88,7 @@ def compare(exhaustive: pl.DataFrame, got) -> dict:
     }
 
 
-def run_task(loaded, name: str, examples: int, n: int, margin: float) -> dict:
+def run_task(loaded, name: str, examples: int, n: int, margin: float, dump: str | None = None) -> dict:
     task = load_task(name).head(examples)
     data = encode_task(task, loaded.tokenizer)
 
@@ -102,6 +102,9 @@ def run_task(loaded, name: str, examples: int, n: int, margin: float) -> dict:
     got = verified_patching(model, adapter, data, metric, kinds=KINDS, n=n, margin=margin, circuit_kinds=CIRCUIT)
     end = time.perf_counter()
     seconds = {"exhaustive_s": middle - start, "default_s": end - middle}
+    if dump:
+        for part, frame in (("exhaustive", exhaustive), ("estimated", got.estimated), ("measured", got.measured)):
+            frame.write_parquet(f"{dump}/{name}_{part}.parquet")
     return {"task": name, "examples": data.n, "width": data.width, **seconds,
             "speedup": seconds["exhaustive_s"] / seconds["default_s"], **compare(exhaustive, got)}
 
@@ -114,6 +117,7 @@ def main() -> None:
     parser.add_argument("--margin", type=float, default=None, help="the default's margin [the stage's default]")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--dump", help="also write each task's frames (exhaustive, estimated, measured) here")
     args = parser.parse_args()
     from compgraph.effects.verified import DEFAULT_MARGIN
 
@@ -122,7 +126,7 @@ def main() -> None:
     loaded = loading.load("packaged:smollm2", device=args.device)
     rows = []
     for name in args.tasks.split(","):
-        rows.append(run_task(loaded, name, args.examples, args.n, margin))
+        rows.append(run_task(loaded, name, args.examples, args.n, margin, args.dump))
         print(json.dumps(rows[-1]), flush=True)
     table = pl.DataFrame(rows).select("task", "width", "exhaustive_s", "default_s", "speedup", "measured", "recall",
                                       "spearman_measured", "spearman_all", "spearman_attribution", "missed_factor")

@@ -11,8 +11,12 @@ effects stage; all of ``C`` by default):
 2. **Verify the top.** The ``n`` components of largest ``|â_c|`` (ties: the order of ``C``),
    and the ``n`` of largest ``|â_c|`` among the kinds ``K``, are measured by activation
    patching (:mod:`compgraph.effects.activation`): ``e_c``.
-3. **Verify what attribution may have underestimated.** With ``τ`` = the smallest ``|e_c|``
-   among the first ``n`` of step 2, every other component with ``|â_c| ≥ ρ·τ`` is measured.
+3. **Verify what attribution may have underestimated.** With ``τ`` = the ``n``-th largest
+   ``|e_c|`` measured so far, the next ``chunk`` (8) unmeasured components in order of
+   ``|â_c|`` whose ``|â_c| ≥ ρ·τ`` are measured; ``τ`` is updated and this repeats until
+   no unmeasured component reaches ``ρ·τ``. (Measuring in order lets ``τ`` rise to the
+   true size of the top-``n`` before the margin is applied: a component of the first
+   ``n`` whose effect turns out small does not lower the bar for everything else.)
 4. **Close the circuit.** Each component's *best estimate* is ``e_c`` where measured, else
    ``â_c`` (:func:`best`); while the top ``n`` of kinds ``K`` by |best estimate| holds an
    unmeasured component, those are measured. So every member of the circuit built from
@@ -20,10 +24,10 @@ effects stage; all of ``C`` by default):
 
 The result holds every component's estimate and the measured components' effects.
 
-**Bound.** Let ``τ*`` be the ``n``-th largest measured ``|e_c|``. A component left
-unmeasured has ``|â_c| < ρ·τ``; it belongs in the true top-``n`` only if ``|e_c| > τ*``,
-that is, only if attribution underestimated it by a factor above ``τ*/(ρ·τ)`` — at least
-``1/ρ`` (4 at the default ρ = 1/4). :class:`Verified` reports ``τ*`` and the largest
+**Bound.** Let ``τ*`` be the ``n``-th largest measured ``|e_c|`` (step 3 stops at
+``τ = τ*``). A component left unmeasured has ``|â_c| < ρ·τ*``; it belongs in the true
+top-``n`` only if ``|e_c| > τ*``, that is, only if attribution underestimated it by a factor
+above ``1/ρ`` (4 at the default ρ = 1/4). :class:`Verified` reports ``τ*`` and the largest
 unmeasured ``|â_c|`` (``unverified_max``); :func:`missing_factor` is ``τ*`` ÷ that, the
 factor a missed member would need.
 
@@ -54,7 +58,9 @@ from compgraph.effects.measure import ACTIVATION, ATTRIBUTION, DEFAULT_BATCH_TOK
 from compgraph.errors import ConfigError
 
 DEFAULT_MARGIN = 0.25
-"""ρ: a component is measured when its estimate reaches ρ times the smallest measured top-n effect."""
+"""ρ: a component is measured when its estimate reaches ρ times the n-th largest measured effect."""
+CHUNK = 8
+"""Components measured per round of step 3."""
 
 
 class Verified(NamedTuple):
@@ -87,6 +93,12 @@ def within_margin(estimates: list[float], tau: float, margin: float, measured) -
     return [i for i in top(estimates, len(estimates)) if i not in measured and abs(estimates[i]) >= margin * tau]
 
 
+def nth_largest(measured: dict[int, float], n: int) -> float:
+    """τ: the n-th largest measured |effect| (the smallest when fewer are measured)."""
+    effects = sorted((abs(e) for e in measured.values()), reverse=True)
+    return effects[min(n, len(effects)) - 1]
+
+
 def unmeasured_members(estimates: list[float], measured: dict[int, float], n: int, among: list[int]) -> list[int]:
     """Step 4: the unmeasured positions in the top ``n`` of ``among`` by |best estimate|."""
     best_of = [measured.get(i, e) for i, e in enumerate(estimates)]
@@ -95,8 +107,8 @@ def unmeasured_members(estimates: list[float], measured: dict[int, float], n: in
 
 def verified_patching(model, adapter, task: TaskBatch, metric: Metric, *, components=None, kinds=("head",),
                       n: int = 20, margin: float = DEFAULT_MARGIN, circuit_kinds=None, ablation: str = "corrupt",
-                      direction: str = "noising", seed: int = 0,
-                      batch_tokens: int = DEFAULT_BATCH_TOKENS) -> Verified:
+                      direction: str = "noising", seed: int = 0, batch_tokens: int = DEFAULT_BATCH_TOKENS,
+                      chunk: int = CHUNK) -> Verified:
     """Estimate every component by attribution, measure the candidates by activation
     patching (module docstring; ``circuit_kinds``: K, all kinds when None)."""
     check(ablation, direction)
@@ -122,15 +134,13 @@ def verified_patching(model, adapter, task: TaskBatch, metric: Metric, *, compon
             measured.update(zip(picks, frame["effect"].to_list()))
             frames.append(frame)
 
-    first = top(estimates, n)
-    measure(first + top(estimates, n, among))                                        # step 2
-    tau = min(abs(measured[i]) for i in first)
-    measure(within_margin(estimates, tau, margin, measured))                        # step 3
-    while missing := unmeasured_members(estimates, measured, n, among):             # step 4
+    measure(top(estimates, n) + top(estimates, n, among))                                      # step 2
+    while picks := within_margin(estimates, nth_largest(measured, n), margin, measured)[:chunk]:  # step 3
+        measure(picks)
+    while missing := unmeasured_members(estimates, measured, n, among):                       # step 4
         measure(missing)
-    effects = sorted((abs(e) for e in measured.values()), reverse=True)
     left = [abs(estimates[i]) for i in range(len(comps)) if i not in measured]
-    return Verified(estimated, pl.concat(frames), effects[min(n, len(effects)) - 1], max(left, default=0.0))
+    return Verified(estimated, pl.concat(frames), nth_largest(measured, n), max(left, default=0.0))
 
 
 def best(result: Verified) -> pl.DataFrame:
@@ -149,5 +159,5 @@ def missing_factor(result: Verified) -> float:
     return result.tau / result.unverified_max if result.unverified_max > 0 else math.inf
 
 
-__all__ = ["DEFAULT_MARGIN", "Verified", "best", "missing_factor", "top", "unmeasured_members", "verified_patching",
-           "within_margin"]
+__all__ = ["DEFAULT_MARGIN", "Verified", "best", "missing_factor", "top", "nth_largest", "unmeasured_members",
+           "verified_patching", "within_margin"]

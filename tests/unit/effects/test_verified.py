@@ -12,7 +12,7 @@ import torch
 from compgraph.effects.components import list_components
 from compgraph.effects.measure import NODE_SCHEMA
 from compgraph.effects.verified import (
-    Verified, best, missing_factor, top, unmeasured_members, verified_patching, within_margin,
+    Verified, best, missing_factor, nth_largest, top, unmeasured_members, verified_patching, within_margin,
 )
 from compgraph.errors import ConfigError
 from tests.helpers.effects import (  # noqa: F401 (one_thread: autouse)
@@ -27,10 +27,15 @@ def test_top_is_the_n_largest_magnitudes_ties_in_order():
 
 def test_step_three_takes_every_estimate_reaching_the_margin_of_tau():
     estimates = [0.1, -3.0, 2.0, -2.0, 0.5, 0.49, -0.6]
-    measured = {1: -5.0, 2: 2.0, 3: -4.0}  # tau = 2.0: every other estimate >= 0.25 * 2.0 = 0.5
+    measured = {1: -5.0, 2: 2.0, 3: -4.0}  # tau = 2.0: every unmeasured estimate >= 0.25 * 2.0 = 0.5
     assert within_margin(estimates, 2.0, 0.25, measured) == [6, 4]
     assert within_margin(estimates, 2.0, 1.0, measured) == []
     assert within_margin(estimates, 2.0, 0.05, measured) == [6, 4, 5, 0]
+
+
+def test_tau_is_the_nth_largest_measured_magnitude():
+    assert nth_largest({0: -5.0, 1: 2.0, 2: 0.5, 3: -4.0}, 2) == 4.0
+    assert nth_largest({0: -5.0, 1: 2.0}, 3) == 2.0  # fewer measured than n: the smallest
 
 
 def test_step_four_names_the_unmeasured_members_of_the_best_estimate_top():
@@ -64,7 +69,7 @@ def test_estimates_and_measurements_equal_the_oracles_and_the_rule_holds(family)
     t = task()
     comps = [tuple(c) for c in list_components(model, adapter, ("head", "mlp", "attn"))]
     got = verified_patching(model, adapter, batch(t), metric, components=comps, n=2, margin=0.5,
-                            circuit_kinds=("head", "mlp"))
+                            circuit_kinds=("head", "mlp"), chunk=3)
     estimates = oracle_attribution(model, adapter, comps, t)
     torch.testing.assert_close(vec(got.estimated["effect"].to_list()), vec(estimates), rtol=1e-5, atol=1e-9)
     # the rule, recomputed here from the oracles' estimates and measurements
@@ -72,10 +77,13 @@ def test_estimates_and_measurements_equal_the_oracles_and_the_rule_holds(family)
     rank = lambda values, among: sorted(among, key=lambda i: (-abs(values[i]), i))  # noqa: E731
     everything = range(len(comps))
     circuit = [i for i in everything if comps[i][0] != "attn"]
-    first = rank(estimates, everything)[:2]
-    want = list(dict.fromkeys(first + rank(estimates, circuit)[:2]))
-    tau = min(abs(truth[i]) for i in first)
-    want += [i for i in rank(estimates, everything) if i not in want and abs(estimates[i]) >= 0.5 * tau]
+    want = list(dict.fromkeys(rank(estimates, everything)[:2] + rank(estimates, circuit)[:2]))
+    while True:  # rounds of at most 3 (chunk=3), tau the 2nd largest measured |effect| so far
+        tau = sorted((abs(truth[i]) for i in want), reverse=True)[1]
+        picks = [i for i in rank(estimates, everything) if i not in want and abs(estimates[i]) >= 0.5 * tau][:3]
+        if not picks:
+            break
+        want += picks
     while True:
         best_of = [truth[i] if i in want else estimates[i] for i in everything]
         missing = [i for i in rank(best_of, circuit)[:2] if i not in want]

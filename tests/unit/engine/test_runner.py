@@ -271,7 +271,7 @@ def test_every_stage_config_field_is_a_declared_job_option():
 def test_an_option_of_the_job_is_checked_against_its_declaration():
     with pytest.raises(ConfigError, match="--top-k must be at least 1, not 0"):
         IngestConfig.of("m", top_k=0)
-    with pytest.raises(ConfigError, match="--method must be one of activation, attribution, eap-ig, not 'x'"):
+    with pytest.raises(ConfigError, match="--method must be one of verified, activation, attribution, eap-ig, not 'x'"):
         IngestConfig.of("m", effect_method="x")
     with pytest.raises(ConfigError, match="unknown option"):
         IngestConfig.of("m", no_such_option=1)

@@ -246,10 +246,13 @@ def test_the_default_measures_the_top_n_and_what_attribution_may_have_underestim
     # the rule (compgraph.effects.verified), recomputed from the estimates and the exhaustive run
     rank = lambda values, among: sorted(among, key=lambda uid: -abs(values[uid]))  # noqa: E731
     circuit = [uid for uid in estimates if not uid.endswith("/attn")]
-    top = rank(estimates, estimates)[:3]
-    want = list(dict.fromkeys(top + rank(estimates, circuit)[:3]))
-    tau = min(abs(exhaustive[uid]) for uid in top)
-    want += [uid for uid in rank(estimates, estimates) if uid not in want and abs(estimates[uid]) >= 0.5 * tau]
+    want = list(dict.fromkeys(rank(estimates, estimates)[:3] + rank(estimates, circuit)[:3]))
+    while True:  # rounds of 8, tau the 3rd largest measured |effect| so far
+        tau = sorted((abs(exhaustive[uid]) for uid in want), reverse=True)[2]
+        picks = [uid for uid in rank(estimates, estimates) if uid not in want and abs(estimates[uid]) >= 0.5 * tau]
+        if not picks:
+            break
+        want += picks[:8]
     while missing := [uid for uid in rank({u: exhaustive[u] if u in want else estimates[u] for u in estimates},
                                           circuit)[:3] if uid not in want]:
         want += missing
