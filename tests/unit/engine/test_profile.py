@@ -17,9 +17,13 @@ from compgraph.store.memory import MemoryStore
 MB = 2**20
 
 
-def _touch(size: int) -> bytearray:
-    block = bytearray(size)
-    for i in range(0, size, 4096):  # resident: every page written
+def _touch(size: int):
+    """Fresh anonymous memory made resident (every page written): never memory the
+    allocator already holds, so the process's RSS grows by ``size``."""
+    import mmap
+
+    block = mmap.mmap(-1, size)
+    for i in range(0, size, mmap.PAGESIZE):
         block[i] = 1
     return block
 
@@ -31,7 +35,7 @@ def test_peak_follows_an_allocation_and_resets():
     block = _touch(256 * MB)
     grown = profile.peak_mb()
     assert grown - before >= 250
-    del block
+    block.close()
     assert profile.reset_peak()
     assert profile.peak_mb() < grown - 200  # the 256 MB are gone and the peak forgot them
 
