@@ -21,6 +21,7 @@ from compgraph.stages import neurons as neurons_mod
 from compgraph.stages.shared import TopKConfig
 from compgraph.store.memory import MemoryStore
 
+from tests.helpers.jobs import kill_at
 from tests.helpers.models import TINY, build_tiny_llama
 
 N_NEURONS = TINY["layers"] * TINY["d_mlp"]
@@ -147,14 +148,9 @@ def test_interrupted_job_resumes_where_it_stopped(tiny_dir, loaded, monkeypatch)
     real = neurons_mod.neuron_decodings
     monkeypatch.setattr(neurons_mod, "neuron_decodings", lambda *a, **k: decoded.append(a[2]) or real(*a, **k))
 
-    def kill_at_activations(label, total):
-        if label.startswith("neurons: activations"):
-            raise KeyboardInterrupt
-        return lambda: None
-
     store = MemoryStore()
     with pytest.raises(KeyboardInterrupt):
-        ingest(store, cfg(tiny_dir), loaded=loaded, progress=kill_at_activations)
+        ingest(store, cfg(tiny_dir), loaded=loaded, progress=kill_at("neurons: activations"))
     state = store.nodes(schema.RUN, where={"stage": "neurons"}).row(0, named=True)
     assert state["status"] == "running" and state["done"] == ["decode/L0", "decode/L1"]
     report = ingest(store, cfg(tiny_dir), loaded=loaded)
