@@ -1,4 +1,4 @@
-"""Reading a store: ``query`` (Cypher, or a named query), ``info``, ``queries`` and ``report``."""
+"""Reading a store: ``query`` (Cypher, or a named query), ``info``, ``queries``, ``report`` and ``export``."""
 
 from __future__ import annotations
 
@@ -133,4 +133,25 @@ def list_queries():
     emit(pl.DataFrame(rows), "table", "named queries")
 
 
-COMMANDS = (query, info, list_queries, report)
+@click.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["neo4j-import"]), required=True,
+              help="neo4j-import: CSV files and arguments for `neo4j-admin database import full`.")
+@store_options
+@handle_errors
+def export(directory, fmt, store, database):
+    """Write the whole store into DIRECTORY (new or empty) for a bulk load elsewhere."""
+    from compgraph.store.export import write_neo4j_import
+    from compgraph.store.factory import open_store
+
+    with open_store(store, database=database, create=False) as graph:
+        summary = write_neo4j_import(graph, directory)
+    for name, count in [*summary.nodes.items(), *summary.relationships.items()]:
+        click.echo(f"{name:32s} {count:>12,d}")
+    if summary.empty_lists:
+        click.echo(f"note: {summary.empty_lists} empty list value(s) are written as absent properties "
+                   "(the importer has no spelling for an empty array)")
+    click.echo(f"load it into a stopped Neo4j 5 (empty database): {summary.command}")
+
+
+COMMANDS = (query, info, list_queries, report, export)

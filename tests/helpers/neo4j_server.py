@@ -321,6 +321,7 @@ class Neo4jServer:
 
     uri: str
     directory: Path
+    """Where its ``data/`` and ``logs/`` are (the assembled DIR unless ``start(state=...)``)."""
     process: subprocess.Popen[bytes] = field(repr=False)
 
     def stop(self, timeout: float = 60.0) -> int | None:
@@ -365,24 +366,26 @@ def _wait_ready(server: Neo4jServer, password: str, timeout: float) -> None:
 
 def start(directory: Path | str, port: int, password: str = PASSWORD, *, heap: str = "1g",
           page_cache: str = "256m", timeout: float = START_TIMEOUT,
-          exit_on_stdin_eof: bool = True) -> Neo4jServer:
+          exit_on_stdin_eof: bool = True, state: Path | str | None = None) -> Neo4jServer:
     """Assemble DIR, start the server and wait until it answers a query.
 
     With ``exit_on_stdin_eof`` (the default) the server's stdin is a pipe held here: it
-    exits when this process does, however that happens.
+    exits when this process does, however that happens. ``state``: a directory for
+    ``data/`` and ``logs/`` other than DIR (a database :func:`bulk_import` made there).
     """
     if len(password) < 8:
         raise Neo4jServerError("the Neo4j password needs 8 characters or more")
     directory = assemble(directory)
-    (directory / "logs").mkdir(exist_ok=True)
-    env = dict(os.environ, NEO4J_PASSWORD=password, NEO4J_PAGECACHE=page_cache)
-    with open(directory / "logs" / "console.log", "wb") as console:
+    state = Path(state).resolve() if state is not None else directory
+    (state / "logs").mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, NEO4J_PASSWORD=password, NEO4J_PAGECACHE=page_cache, NEO4J_STATE=str(state))
+    with open(state / "logs" / "console.log", "wb") as console:
         process = subprocess.Popen(
             java_command(directory, port, heap=heap, exit_on_stdin_eof=exit_on_stdin_eof),
             stdin=subprocess.PIPE if exit_on_stdin_eof else subprocess.DEVNULL,
             stdout=console, stderr=subprocess.STDOUT, cwd=directory, env=env,
         )
-    server = Neo4jServer(f"bolt://{HOST}:{port}", directory, process)
+    server = Neo4jServer(f"bolt://{HOST}:{port}", state, process)
     try:
         _wait_ready(server, password, timeout)
     except BaseException:
@@ -393,13 +396,38 @@ def start(directory: Path | str, port: int, password: str = PASSWORD, *, heap: s
 
 @contextlib.contextmanager
 def neo4j_server(directory: Path | str, port: int | None = None, password: str = PASSWORD, *,
-                 heap: str = "1g", page_cache: str = "256m", timeout: float = START_TIMEOUT) -> Iterator[str]:
+                 heap: str = "1g", page_cache: str = "256m", timeout: float = START_TIMEOUT,
+                 state: Path | str | None = None) -> Iterator[str]:
     """A server for the ``with`` block; yields ``bolt://127.0.0.1:PORT`` (a free port by default)."""
-    server = start(directory, port or free_port(), password, heap=heap, page_cache=page_cache, timeout=timeout)
+    server = start(directory, port or free_port(), password, heap=heap, page_cache=page_cache, timeout=timeout,
+                   state=state)
     try:
         yield server.uri
     finally:
         server.stop()
+
+
+def bulk_import(directory: Path | str, state: Path | str, files: Path | str, *, heap: str = "1g") -> str:
+    """``neo4j-admin database import full neo4j @import.args`` (the importer ships in the
+    ``org.neo4j:neo4j`` jars: ``org.neo4j.cli.AdminTool``), run in ``files`` (what
+    ``compgraph export --format neo4j-import`` wrote) into ``state/data``, which must not
+    hold a ``neo4j`` database yet; :func:`start` with ``state=`` serves it. Returns the
+    importer's output; a failure raises :class:`Neo4jServerError` with its tail."""
+    directory = assemble(directory)
+    state = Path(state).resolve()
+    (state / "conf").mkdir(parents=True, exist_ok=True)
+    (state / "conf" / "neo4j.conf").touch()
+    java = shutil.which("java")
+    if java is None:
+        raise Neo4jServerError("java not found on PATH: a Java 17+ runtime is needed")
+    command = [java, f"-Xmx{heap}", *_JVM_OPTIONS, "-cp", str(directory / "lib" / "*"), "org.neo4j.cli.AdminTool",
+               "database", "import", "full", "neo4j", "@import.args"]
+    env = dict(os.environ, NEO4J_HOME=str(state), NEO4J_CONF=str(state / "conf"))
+    result = subprocess.run(command, cwd=files, env=env, capture_output=True, text=True, check=False)
+    output = result.stdout + result.stderr
+    if result.returncode != 0:
+        raise Neo4jServerError(f"the bulk import failed ({result.returncode}):\n{output[-3000:]}")
+    return output
 
 
 # ---------------------------------------------------------------------------------- script

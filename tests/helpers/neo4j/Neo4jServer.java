@@ -27,7 +27,7 @@ import org.neo4j.server.security.auth.FileUserRepository;
  *
  * <pre>java -cp 'HOME/classes:HOME/lib/*:HOME/plugins/*' Neo4jServer HOME PORT [--exit-on-stdin-eof]</pre>
  *
- * Data in HOME/data, logs in HOME/logs, procedure jars (GDS, APOC) in HOME/plugins, with
+ * Data in HOME/data, logs in HOME/logs (or under the environment variable NEO4J_STATE), procedure jars (GDS, APOC) in HOME/plugins, with
  * {@code gds.*} and {@code apoc.*} unrestricted. Auth is on: user {@code neo4j}, password from
  * the environment variable NEO4J_PASSWORD, set before the first start (as
  * {@code neo4j-admin dbms set-initial-password} does) with no forced change. Page cache: the
@@ -59,8 +59,10 @@ public final class Neo4jServer {
         }
         String pageCache = System.getenv().getOrDefault("NEO4J_PAGECACHE", "256m");
 
-        Path data = home.resolve("data");
-        Path logs = home.resolve("logs");
+        // NEO4J_STATE: another directory for data/ and logs/ (a database bulk-imported there)
+        Path state = Path.of(System.getenv().getOrDefault("NEO4J_STATE", home.toString())).toAbsolutePath();
+        Path data = state.resolve("data");
+        Path logs = state.resolve("logs");
         Path plugins = home.resolve("plugins");
         Files.createDirectories(logs);
         if (!Files.exists(data.resolve("databases").resolve("system"))) {
