@@ -59,7 +59,7 @@ import contextlib
 import functools
 import math
 import random
-from typing import Any, Hashable, Iterable, Literal, NamedTuple, Sequence
+from typing import Any, Callable, Hashable, Iterable, Literal, NamedTuple, Sequence
 
 import networkx as nx
 import numpy as np
@@ -68,6 +68,8 @@ import polars as pl
 from compgraph.errors import ConfigError
 
 Method = Literal["auto", "leiden", "louvain"]
+Leiden = Callable[..., list[int]]
+"""A community search ``(igraph graph, *, seed) -> membership`` (a label per vertex)."""
 Partition = dict[Hashable, int]
 
 REWIRE_TRIALS_PER_EDGE = 2
@@ -293,12 +295,11 @@ def _z(q: float, samples: list[float]) -> tuple[float, float, float]:
     return mean, std, z
 
 
-def _null_sample(g, seeds: tuple[int, int], *, trials: float, resolution: float, iterations: int) -> float:
-    """Q of the Leiden communities of one randomised copy of ``g``."""
+def _null_sample(g, seeds: tuple[int, int], *, trials: float, resolution: float, find: Leiden) -> float:
+    """Q of the communities ``find`` finds on one randomised copy of ``g``."""
     rewire_seed, leiden_seed = seeds
     r = _rewired(g, rewire_seed, trials)
-    return _igraph_q(r, _leiden_membership(r, seed=leiden_seed, resolution=resolution, iterations=iterations),
-                     resolution)
+    return _igraph_q(r, find(r, seed=leiden_seed), resolution)
 
 
 def _map(work, items: list, workers: int) -> list:
@@ -316,13 +317,20 @@ def _map(work, items: list, workers: int) -> list:
 
 def null_model_z(G: "nx.Graph | Undirected", *, n: int = 20, seed: int = 0, weight: str = "weight",
                  method: Method = "auto", resolution: float = 1.0, iterations: int = LEIDEN_ITERATIONS,
-                 trials: float = REWIRE_TRIALS_PER_EDGE, workers: int = 1) -> dict[str, Any]:
+                 trials: float = REWIRE_TRIALS_PER_EDGE, workers: int = 1, leiden: Leiden | None = None,
+                 membership: list[int] | None = None) -> dict[str, Any]:
     """Q of the communities found on ``G`` (a networkx graph, or a view from
     :func:`from_frames`) against Q of those found on ``n`` randomised graphs (``trials``
     swap trials per edge): ``{q, mean, std, z, samples, partition}`` (module docstring;
     ``partition`` is :func:`communities` of ``G`` with the same arguments). Leiden's
     samples run in ``workers`` processes (each sample's seeds are drawn first, so the
-    result does not depend on ``workers``)."""
+    result does not depend on ``workers``).
+
+    ``leiden``: another community search for the Leiden method, ``(igraph graph, seed=)
+    -> membership`` (one label per vertex), in place of igraph's (Neo4j GDS's:
+    :class:`compgraph.store.gds.GdsLeiden`; its samples run here, one at a time);
+    ``membership``: the communities of ``G``'s view already found (by vertex), so that only
+    the samples are searched. Q is always this module's, on this module's view."""
     if n < 0:
         raise ConfigError(f"n must be >= 0, not {n}")
     method = _resolve(method)
@@ -331,12 +339,14 @@ def null_model_z(G: "nx.Graph | Undirected", *, n: int = 20, seed: int = 0, weig
     if method == "leiden":  # all in igraph: a 2M-edge graph never goes through networkx
         view = _view(G, weight)
         g, nodes = view.graph, view.nodes
-        leiden = functools.partial(_leiden_membership, resolution=resolution, iterations=iterations)
-        membership = leiden(g, seed=seed)
+        find = leiden or functools.partial(_leiden_membership, resolution=resolution, iterations=iterations)
+        membership = find(g, seed=seed) if membership is None else list(membership)
+        if len(membership) != g.vcount():
+            raise ConfigError(f"membership has {len(membership)} labels for {g.vcount()} vertices")
         q, partition = _igraph_q(g, membership, resolution), _canonical(nodes, _membership_groups(nodes, membership))
         seeds = [(rng.randrange(2**31), rng.randrange(2**31)) for _ in range(n)]
-        work = functools.partial(_null_sample, g, trials=trials, resolution=resolution, iterations=iterations)
-        samples = _map(work, seeds, workers)
+        work = functools.partial(_null_sample, g, trials=trials, resolution=resolution, find=find)
+        samples = _map(work, seeds, workers if leiden is None else 1)
     else:
         if isinstance(G, Undirected):
             raise ConfigError("louvain runs on a networkx graph; use method='leiden' for a view from frames")

@@ -7,7 +7,9 @@ Subcommands (every one takes ``--model`` (required), ``--format table|json``, ``
   (``CAUSES``, all tasks; ``--method`` keeps one attribution method), each restricted to
   the components with at least one such edge: one row each with nodes, edges,
   communities, the largest community's size, Q, the null model's mean and std, z and
-  the number of null samples. ``--write-back`` stores each component's community as
+  the number of null samples, and the ``engine`` that found the communities (``--engine``:
+  igraph here, or Neo4j GDS's Leiden in the server, the default on a Neo4j store with
+  GDS; Q is computed here either way). ``--write-back`` stores each component's community as
   ``community_connects`` / ``community_causes``. ``--out``: ``communities_<rel>.png``.
 - ``degrees``: the same two graphs: nodes, edges, mean and max degree, and the
   power-law fit of the degrees. ``--out``: ``degrees_<rel>.png``.
@@ -186,8 +188,11 @@ def _heaviest_graph(nodes, edges, limit: int):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--write-back", is_flag=True, help="Store the communities on the components "
                                                  "(community_connects, community_causes).")
+@click.option("--engine", type=click.Choice(["auto", "igraph", "gds"]), default="auto", show_default=True,
+              help="Leiden by igraph here, or by Neo4j Graph Data Science in the server (auto: GDS when the "
+                   "store has it).")
 @_common
-def modularity(model, method, null_samples, resolution, seed, write_back, fmt, out, store, database):
+def modularity(model, method, null_samples, resolution, seed, write_back, engine, fmt, out, store, database):
     """Communities, modularity Q and its z-score.
 
     For the weights-based (CONNECTS) and the causal (CAUSES) component graph: Leiden
@@ -195,15 +200,29 @@ def modularity(model, method, null_samples, resolution, seed, write_back, fmt, o
     import polars as pl
 
     from compgraph.analysis import modularity as M
+    from compgraph.store import gds
 
     rows = []
     with _kb(store, database, model) as kb:
+        version = gds.gds_version(kb.store) if engine != "igraph" else None
+        if engine == "gds" and version is None:
+            raise ConfigError("--engine gds needs a Neo4j store with the Graph Data Science library")
         for rel in GRAPHS:  # frames, not networkx: the weights-based graph has millions of edges
             nodes, edges = kb.component_tables(model, edges=(rel,), method=method, isolates=False)
-            null = M.null_model_z(M.from_frames(nodes["uid"].to_list(), edges), n=null_samples, seed=seed,
-                                  resolution=resolution, workers=_workers(edges.height))
+            view = M.from_frames(nodes["uid"].to_list(), edges)
+            if version is None:
+                null = M.null_model_z(view, n=null_samples, seed=seed, resolution=resolution,
+                                      workers=_workers(edges.height))
+            else:  # the observed graph projected from the store, the samples from here; Q computed here
+                found = gds.stored_leiden(kb.store, rel, model=model, method=method if rel == "CAUSES" else None,
+                                          seed=seed, resolution=resolution)
+                fresh = max(found.values(), default=-1) + 1
+                membership = [found.get(uid, fresh + i) for i, uid in enumerate(view.nodes)]
+                null = M.null_model_z(view, n=null_samples, seed=seed, resolution=resolution, membership=membership,
+                                      leiden=gds.GdsLeiden(kb.store, resolution=resolution))
             partition = null["partition"]
-            rows.append(_modularity_row(rel, nodes.height, edges.height, partition, null))
+            rows.append({**_modularity_row(rel, nodes.height, edges.height, partition, null),
+                         "engine": "igraph" if version is None else f"gds {version}"})
             if write_back:
                 write_communities(kb.store, partition, rel.lower(), model=model)
             if out is not None and edges.height:

@@ -200,3 +200,34 @@ def test_rewiring_keeps_degrees_at_any_number_of_trials(trials):
     G = nx.gnm_random_graph(50, 200, seed=6)
     R = M.randomised(G, seed=1, trials=trials)
     assert dict(R.degree()) == dict(G.degree())
+
+
+def test_another_community_search_and_a_given_membership():
+    """What Neo4j GDS plugs in (compgraph.store.gds.GdsLeiden): a search called on the graph and
+    on each sample with the seeds the igraph path would use; Q computed here, on this view."""
+    G = two_cliques()
+    calls = []
+
+    def halves(g, *, seed):  # vertices in two halves by index, whatever the graph
+        calls.append((g.vcount(), g.ecount(), seed))
+        return [0 if v < 5 else 1 for v in range(g.vcount())]
+
+    given = M.null_model_z(G, n=3, seed=2, leiden=halves)
+    assert given["q"] == pytest.approx(20 / 21 - 1 / 2, abs=1e-12)
+    assert given["partition"] == {n: 0 if n < 5 else 1 for n in range(10)}
+    igraph_path = M.null_model_z(G, n=3, seed=2)
+    assert [seed for _, _, seed in calls] == [2, *(s for _, s in _sample_seeds(2, 3))]
+    assert all((v, e) == (10, 21) for v, e, _ in calls)  # rewiring keeps the edge count
+    assert given["q"] == igraph_path["q"]  # the two cliques either way
+    calls.clear()
+    known = M.null_model_z(G, n=2, seed=2, leiden=halves, membership=[1] * 5 + [0] * 5)
+    assert known["q"] == given["q"] and len(calls) == 2  # only the samples were searched
+    with pytest.raises(ConfigError, match="3 labels for 10 vertices"):
+        M.null_model_z(G, n=0, membership=[0, 0, 1])
+
+
+def _sample_seeds(seed: int, n: int) -> list[tuple[int, int]]:
+    import random
+
+    rng = random.Random(seed)
+    return [(rng.randrange(2**31), rng.randrange(2**31)) for _ in range(n)]
