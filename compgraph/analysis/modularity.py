@@ -295,6 +295,12 @@ def _z(q: float, samples: list[float]) -> tuple[float, float, float]:
     return mean, std, z
 
 
+def sample_seeds(seed: int, n: int) -> list[tuple[int, int]]:
+    """The (rewiring, community search) seeds of the null model's ``n`` samples."""
+    rng = random.Random(seed)
+    return [(rng.randrange(2**31), rng.randrange(2**31)) for _ in range(n)]
+
+
 def _null_sample(g, seeds: tuple[int, int], *, trials: float, resolution: float, find: Leiden) -> float:
     """Q of the communities ``find`` finds on one randomised copy of ``g``."""
     rewire_seed, leiden_seed = seeds
@@ -334,7 +340,8 @@ def null_model_z(G: "nx.Graph | Undirected", *, n: int = 20, seed: int = 0, weig
     if n < 0:
         raise ConfigError(f"n must be >= 0, not {n}")
     method = _resolve(method)
-    rng = random.Random(seed)
+    if method != "leiden" and (leiden is not None or membership is not None):
+        raise ConfigError("leiden= and membership= apply to the Leiden method only")
     samples = []
     if method == "leiden":  # all in igraph: a 2M-edge graph never goes through networkx
         view = _view(G, weight)
@@ -344,9 +351,8 @@ def null_model_z(G: "nx.Graph | Undirected", *, n: int = 20, seed: int = 0, weig
         if len(membership) != g.vcount():
             raise ConfigError(f"membership has {len(membership)} labels for {g.vcount()} vertices")
         q, partition = _igraph_q(g, membership, resolution), _canonical(nodes, _membership_groups(nodes, membership))
-        seeds = [(rng.randrange(2**31), rng.randrange(2**31)) for _ in range(n)]
         work = functools.partial(_null_sample, g, trials=trials, resolution=resolution, find=find)
-        samples = _map(work, seeds, workers if leiden is None else 1)
+        samples = _map(work, sample_seeds(seed, n), workers if leiden is None else 1)
     else:
         if isinstance(G, Undirected):
             raise ConfigError("louvain runs on a networkx graph; use method='leiden' for a view from frames")
@@ -354,9 +360,9 @@ def null_model_z(G: "nx.Graph | Undirected", *, n: int = 20, seed: int = 0, weig
         find = functools.partial(_find, method=method, resolution=resolution, iterations=iterations)
         partition = find(H, seed=seed)
         q = _modularity(H, partition, resolution)
-        for _ in range(n):
-            R = randomised(H, seed=rng.randrange(2**31), trials=trials)
-            samples.append(_modularity(R, find(R, seed=rng.randrange(2**31)), resolution))
+        for rewire_seed, search_seed in sample_seeds(seed, n):
+            R = randomised(H, seed=rewire_seed, trials=trials)
+            samples.append(_modularity(R, find(R, seed=search_seed), resolution))
     mean, std, z = _z(q, samples)
     return {"q": q, "mean": mean, "std": std, "z": z, "samples": samples, "partition": partition}
 

@@ -210,12 +210,16 @@ def modularity(model, method, null_samples, resolution, seed, write_back, engine
         for rel in GRAPHS:  # frames, not networkx: the weights-based graph has millions of edges
             nodes, edges = kb.component_tables(model, edges=(rel,), method=method, isolates=False)
             view = M.from_frames(nodes["uid"].to_list(), edges)
-            if version is None:
+            if version is None or not view.graph.ecount():  # no edge: nothing for GDS to project
                 null = M.null_model_z(view, n=null_samples, seed=seed, resolution=resolution,
                                       workers=_workers(edges.height))
             else:  # the observed graph projected from the store, the samples from here; Q computed here
-                found = gds.stored_leiden(kb.store, rel, model=model, method=method if rel == "CAUSES" else None,
+                causes = rel == str(schema.Rel.CAUSES)
+                found = gds.stored_leiden(kb.store, rel, model=model, method=method if causes else None,
                                           seed=seed, resolution=resolution)
+                if stray := set(found) - set(view.nodes):
+                    raise ConfigError(f"GDS projected {len(stray)} component(s) outside the {rel} graph read here, "
+                                      f"e.g. {sorted(stray)[0]}")
                 fresh = max(found.values(), default=-1) + 1
                 membership = [found.get(uid, fresh + i) for i, uid in enumerate(view.nodes)]
                 null = M.null_model_z(view, n=null_samples, seed=seed, resolution=resolution, membership=membership,

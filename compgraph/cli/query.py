@@ -149,8 +149,8 @@ def export(directory, fmt, store, database):
     for name, count in [*summary.nodes.items(), *summary.relationships.items()]:
         click.echo(f"{name:32s} {count:>12,d}")
     if summary.empty_lists:
-        click.echo(f"note: {summary.empty_lists} empty list value(s) are written as absent properties "
-                   "(the importer has no spelling for an empty array)")
+        click.echo(f"note: {summary.empty_lists} list value(s) [] or [\"\"] are written as absent properties "
+                   "(the importer has no spelling for them)")
     click.echo(f"load it into a stopped Neo4j 5 (empty database): {summary.command}")
 
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from compgraph import schema
@@ -44,7 +44,7 @@ P = schema.Prop
 _WEIGHTS = {str(schema.Rel.CONNECTS): P.WEIGHT, str(schema.Rel.CAUSES): P.EFFECT}
 
 _PROJECT_STORED = """
-MATCH (a:{component} {{model: $model}})-[e:{rel}]->(b:{component} {{model: $model}})
+MATCH (a:{component} {{{model}: $model}})-[e:{rel}]->(b:{component} {{{model}: $model}})
 WHERE a <> b {method}
 WITH a, b, coalesce(max(abs(e.{weight})), 1.0) AS w
 WITH CASE WHEN elementId(a) < elementId(b) THEN a ELSE b END AS s,
@@ -81,12 +81,21 @@ def gds_version(store: GraphStore) -> str | None:
 
 @contextmanager
 def _projection(store: GraphStore, statement: str, params: dict[str, Any]) -> Iterator[str]:
+    """A projection under a fresh name, dropped after the block (after a failure too, without
+    hiding that failure behind one of the drop's)."""
     name = f"compgraph-{uuid.uuid4().hex}"
+
+    def drop() -> None:
+        store.query("CALL gds.graph.drop($graph, false) YIELD graphName RETURN graphName", {"graph": name})
+
     try:
         store.query(statement, {**params, "graph": name}, write=False)
         yield name
-    finally:
-        store.query("CALL gds.graph.drop($graph, false) YIELD graphName RETURN graphName", {"graph": name})
+    except BaseException:
+        with suppress(Exception):
+            drop()
+        raise
+    drop()
 
 
 def _leiden(store: GraphStore, graph: str, key: str, *, seed: int, resolution: float) -> dict[Any, int]:
@@ -103,7 +112,8 @@ def stored_graph(store: GraphStore, rel: str, *, model: str, method: str | None 
     if method is not None and rel != str(schema.Rel.CAUSES):
         raise ConfigError("a method applies to CAUSES edges only")
     statement = _PROJECT_STORED.format(component=schema.Label.COMPONENT, rel=rel, weight=_WEIGHTS[rel],
-                                       method="AND e.method = $method" if method is not None else "")
+                                       model=P.MODEL,
+                                       method=f"AND e.{P.METHOD} = $method" if method is not None else "")
     params = {"model": model, **({"method": method} if method is not None else {})}
     with _projection(store, statement, params) as graph:
         yield graph
@@ -113,7 +123,7 @@ def stored_leiden(store: GraphStore, rel: str, *, model: str, method: str | None
                   resolution: float = 1.0) -> dict[str, int]:
     """Component uid -> Leiden community (GDS's labels) of the model's stored ``rel`` graph."""
     with stored_graph(store, rel, model=model, method=method) as graph:
-        return _leiden(store, graph, "gds.util.asNode(nodeId).uid", seed=seed, resolution=resolution)
+        return _leiden(store, graph, f"gds.util.asNode(nodeId).{P.UID}", seed=seed, resolution=resolution)
 
 
 class GdsLeiden:

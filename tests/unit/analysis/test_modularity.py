@@ -216,7 +216,7 @@ def test_another_community_search_and_a_given_membership():
     assert given["q"] == pytest.approx(20 / 21 - 1 / 2, abs=1e-12)
     assert given["partition"] == {n: 0 if n < 5 else 1 for n in range(10)}
     igraph_path = M.null_model_z(G, n=3, seed=2)
-    assert [seed for _, _, seed in calls] == [2, *(s for _, s in _sample_seeds(2, 3))]
+    assert [seed for _, _, seed in calls] == [2, *(s for _, s in M.sample_seeds(2, 3))]
     assert all((v, e) == (10, 21) for v, e, _ in calls)  # rewiring keeps the edge count
     assert given["q"] == igraph_path["q"]  # the two cliques either way
     calls.clear()
@@ -224,10 +224,6 @@ def test_another_community_search_and_a_given_membership():
     assert known["q"] == given["q"] and len(calls) == 2  # only the samples were searched
     with pytest.raises(ConfigError, match="3 labels for 10 vertices"):
         M.null_model_z(G, n=0, membership=[0, 0, 1])
+    with pytest.raises(ConfigError, match="Leiden method only"):
+        M.null_model_z(G, n=0, method="louvain", leiden=halves)
 
-
-def _sample_seeds(seed: int, n: int) -> list[tuple[int, int]]:
-    import random
-
-    rng = random.Random(seed)
-    return [(rng.randrange(2**31), rng.randrange(2**31)) for _ in range(n)]

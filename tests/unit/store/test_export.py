@@ -1,6 +1,6 @@
 """The neo4j-import export: column types, cell spelling, files and arguments written from
 hand-built stores, parts, and refusals that leave nothing behind. The round trip through
-Neo4j's own importer is tests/integration/test_export.py."""
+Neo4j's own importer is in tests/integration/test_servers.py."""
 
 from __future__ import annotations
 
@@ -13,32 +13,31 @@ import pytest
 from compgraph import schema
 from compgraph.errors import ConfigError
 from compgraph.store import export
-from compgraph.store.export import ARRAY_DELIMITER, column_type, write_neo4j_import
+from compgraph.store.export import ARRAY_DELIMITER, write_neo4j_import
 
 
-@pytest.mark.parametrize("values, expected", [
-    ([1, 2, None], "long"),
-    ([1, 2.5], "double"),
-    ([True, None, False], "boolean"),
-    (["a", ""], "string"),
-    ([None, None], "string"),
-    ([[1, 2], [], None], "long[]"),
-    ([[1], [0.5]], "double[]"),
-    ([["a"], ["b", "c"]], "string[]"),
+@pytest.mark.parametrize("value, expected", [
+    (1, "long"), (2.5, "double"), (True, "boolean"), ("", "string"), (None, None), ([], None),
+    ([1, 2], "long[]"), ([1, 0.5], "double[]"), (["a", ""], "string[]"), (2**63 - 1, "long"),
 ])
-def test_column_type(values, expected):
-    assert column_type("p", values) == expected
+def test_value_type(value, expected):
+    assert export.value_type("p", value) == expected
 
 
-@pytest.mark.parametrize("values, message", [
-    (["a", 1], "holds int values beside string"),
-    ([True, 1], "holds int values beside boolean"),
-    ([[1], 2], "both lists and single values"),
-    ([{"a": 1}], "holds dict values"),
+@pytest.mark.parametrize("value, message", [
+    (2**63, "does not fit the importer's 64-bit long"),
+    (-(2**63) - 1, "does not fit"),
+    ({"a": 1}, "holds dict values"),
+    (["a", 1], "a list of long and string"),
 ])
-def test_column_type_refuses_what_the_importer_cannot_type(values, message):
+def test_value_type_refuses_what_the_importer_cannot_hold(value, message):
     with pytest.raises(ConfigError, match=message):
-        column_type("p", values)
+        export.value_type("p", value)
+
+
+def test_column_types_collect_every_type():
+    rows = [{"props": {"a": 1, "b": "x"}}, {"props": {"a": 0.5}}, {"props": {"c": None}}]
+    assert export.column_types(["a", "b", "c"], rows) == {"a": {"long", "double"}, "b": {"string"}, "c": {"string"}}
 
 
 def test_cells_are_spelled_as_java_parses_them():
@@ -80,7 +79,7 @@ def test_export_writes_typed_parts_and_the_importer_arguments(cypher_store, tmp_
     assert summary.relationships == {"DECODES_TO": 2}
     assert summary.empty_lists == 1  # N1's "top": the importer cannot spell it
     args = (out / "import.args").read_text().splitlines()
-    assert args[:3] == ["--multiline-fields=true", "--array-delimiter=U+001F", "--id-type=string"]
+    assert args[:3] == ["--multiline-fields=true", "--array-delimiter=U+001F", "--id-type=string"]  # a newline
     assert sorted(args[3:]) == sorted([
         "--nodes=Model=nodes-Model-0.csv", "--nodes=Component:Neuron=nodes-Component-Neuron-0.csv",
         "--nodes=Token=nodes-Token-0.csv", "--nodes=CompgraphMeta=nodes-CompgraphMeta-0.csv",
@@ -123,3 +122,25 @@ def test_refusals_leave_no_files(cypher_store, tmp_path):
     with pytest.raises(ConfigError, match="nodes labelled Stray are not in compgraph's vocabulary"):
         write_neo4j_import(cypher_store, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match="Stray"):
+        write_neo4j_import(cypher_store, empty)
+    assert empty.is_dir() and not any(empty.iterdir())  # the user's directory stays, empty
+    cypher_store.query("MATCH (n:Stray) DETACH DELETE n", write=True)
+    cypher_store.query("CREATE (:Token {text: 'no uid'})", write=True)
+    with pytest.raises(ConfigError, match="a node labelled Token has no uid"):
+        write_neo4j_import(cypher_store, tmp_path / "out")
+
+
+def test_integers_and_floats_of_one_property_go_to_separate_files(cypher_store, tmp_path):
+    cypher_store.merge_nodes(schema.TOKEN, pl.DataFrame({"uid": ["tok:0", "tok:1"], "n": [3, 4]}))
+    cypher_store.merge_nodes(schema.TOKEN, pl.DataFrame({"uid": ["tok:2"], "n": [0.5]}))
+    summary = write_neo4j_import(cypher_store, tmp_path / "out")
+    assert summary.nodes["Token"] == 3
+    assert read_csv(tmp_path / "out" / "nodes-Token-0a.csv") == (["uid:ID(Token)", "n:long"],
+                                                                [['"tok:0"', "3"], ['"tok:1"', "4"]])
+    assert read_csv(tmp_path / "out" / "nodes-Token-0b.csv") == (["uid:ID(Token)", "n:double"], [['"tok:2"', "0.5"]])
+    args = (tmp_path / "out" / "import.args").read_text().splitlines()
+    assert "--multiline-fields=true" not in args  # no string spans lines: the importer may read in parallel
+    assert {"--nodes=Token=nodes-Token-0a.csv", "--nodes=Token=nodes-Token-0b.csv"} <= set(args)
