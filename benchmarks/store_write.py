@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 
 from compgraph import schema  # noqa: E402
 from compgraph.store import cypher  # noqa: E402
+from tests.helpers.stores import wipe  # noqa: E402
 
 BATCH = 10_000
 
@@ -116,7 +117,7 @@ def bolt_baseline(uri: str, database: str, auth, nodes, edges) -> tuple[float, f
 
         t_nodes = timed(lambda: send(cypher.create_nodes(schema.NEURON), node_rows))
         t_edges = timed(lambda: send(cypher.create_edges(schema.CONNECTS), edge_rows))
-        session.run("MATCH (n) DETACH DELETE n").consume()
+    wipe(uri, database, auth)
     return t_nodes, t_edges
 
 
@@ -193,14 +194,14 @@ def main() -> None:
 
             uri, database = os.environ["NEO4J_URI"], os.environ.get("NEO4J_DATABASE")
             auth = (os.environ.get("NEO4J_USER", "neo4j"), os.environ["NEO4J_PASSWORD"])
-            with BoltStore(uri, database=database, user=auth[0], password=auth[1]) as store:  # the schema first
-                store.query("MATCH (n) DETACH DELETE n", write=True)
+            BoltStore(uri, database=database, user=auth[0], password=auth[1]).close()  # the schema first
+            wipe(uri, database, auth)
             base = bolt_baseline(uri, database, auth, nodes, edges)
             with BoltStore(uri, database=database, user=auth[0], password=auth[1]) as store:
                 mine = interface(store, nodes, edges)
                 report("neo4j", nodes.height, edges.height, base, mine)
                 offline_import(store, args.neo4j_home, tmp, nodes.height, edges.height)
-                store.query("MATCH (n) DETACH DELETE n", write=True)
+            wipe(uri, database, auth)
 
 
 if __name__ == "__main__":

@@ -31,13 +31,21 @@ def server(request, backend: str) -> tuple[str, str | None]:
     return uri, database
 
 
-def wipe(uri: str, database: str | None) -> None:
-    """Empty the server's database with the bare driver (a store would check the schema)."""
+WIPE_BATCH = 10_000
+"""Nodes deleted per transaction by :func:`wipe`: one transaction for a whole large graph
+exceeds Neo4j's transaction memory (``dbms.memory.transaction.total.max``)."""
+
+
+def wipe(uri: str, database: str | None, auth: tuple[str, str] | None = None) -> None:
+    """Empty the server's database with the bare driver (a store would check the schema),
+    ``WIPE_BATCH`` nodes (and their edges) a transaction."""
     import neo4j
 
-    auth = (os.environ.get("NEO4J_USER", "neo4j"), os.environ.get("NEO4J_PASSWORD", ""))
+    auth = auth or (os.environ.get("NEO4J_USER", "neo4j"), os.environ.get("NEO4J_PASSWORD", ""))
+    statement = "MATCH (n) WITH n LIMIT $batch DETACH DELETE n RETURN count(*) AS deleted"
     with neo4j.GraphDatabase.driver(uri, auth=auth) as driver:
-        driver.execute_query("MATCH (n) DETACH DELETE n", database_=database)
+        while driver.execute_query(statement, batch=WIPE_BATCH, database_=database).records[0]["deleted"]:
+            pass
 
 
 def dump(store: Path | str, database: str | None = None) -> tuple[list[str], list[str]]:
