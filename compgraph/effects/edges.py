@@ -47,7 +47,11 @@ Edge-level interventions for circuits (:func:`edge_patched_metric`): every desti
 input is its clean residual plus, for each source whose edge into it is *not* in the
 circuit, (the source's ablated output − its output in this very run); q/k/v inputs of
 single heads are rebuilt as ``q_h + (norm(x + δ_h) − norm(x)) · W_Q[h]`` (the projection is
-linear), MLP and logits inputs by adding δ on the norm's input.
+linear), MLP and logits inputs by adding δ on the norm's input. A destination's δ is summed
+directly over the ablated sources, or, when fewer source groups hold a kept edge into it, as
+the sum of every source it reads (a running prefix, once per pass) minus the kept ones: the
+same sum in another order (float noise), at a few groups per destination for a small circuit
+(``benchmarks/edge_patching.py``).
 """
 
 from __future__ import annotations
@@ -391,13 +395,31 @@ def edge_mask(graph: EdgeGraph, edges: pl.DataFrame) -> torch.Tensor:
 class _EdgePatch:
     """The hooks of one edge-patched forward pass (see the module doc)."""
 
-    def __init__(self, model, adapter, graph: EdgeGraph, outside: torch.Tensor, target: dict, w_o, qkv):
+    def __init__(self, model, adapter, graph: EdgeGraph, outside: torch.Tensor, target: dict, w_o, qkv,
+                 complement: bool = True):
         self.model, self.adapter, self.graph, self.d = model, adapter, graph, graph.dims
         self.outside = outside.to(torch.get_default_dtype())  # [S, D] 1 where the edge is ablated
         self.target, self.w_o, self.qkv = target, w_o, qkv
+        self.kept = (graph.valid & (outside == 0)).to(self.outside.dtype)  # valid edges in the circuit
+        self.groups = self._groups()
+        self.stops = self._stops()
+        self.complement = complement
         self.record: dict = {}
         self.current: dict = {}
         self.diffs: dict = {}
+        self._cum: tuple[int, torch.Tensor | None] = (0, None)
+
+    def _stops(self) -> torch.Tensor:
+        """[D]: per destination, the number of source groups it reads when they are a prefix of
+        the groups (every source of each, none after); -1 otherwise."""
+        starts = [rows.start for rows, _, _ in self.groups] + [len(self.graph.sources)]
+        out = torch.full((self.graph.valid.shape[1],), -1, dtype=torch.long)
+        for j in range(self.graph.valid.shape[1]):
+            reads = torch.nonzero(self.graph.valid[:, j]).flatten()
+            count = int(reads.numel())
+            if count in starts and (count == 0 or int(reads[-1]) == count - 1):
+                out[j] = starts.index(count)
+        return out
 
     def _diff(self, rows: slice, site, layer) -> torch.Tensor:
         """[k, n, T, d]: ablated − current output of a source group (computed once per pass:
@@ -413,18 +435,18 @@ class _EdgePatch:
         self.diffs[site] = diff
         return diff
 
-    def delta(self, cols: slice) -> torch.Tensor | None:
-        """[D_cols, n, T, d] input shift of some destinations, or None when every edge into
-        them is in the circuit."""
-        w = self.outside[:, cols]
-        if not bool(w.any()):
-            return None
-        total = None
+    def _groups(self) -> list[tuple[slice, tuple, int | None]]:
+        """Every source group (rows, site, layer) in source order: embed, then per layer heads, mlp."""
         groups = [(self.graph.source_group(None, "embed"), ("embed", None), None)]
         for layer in range(self.d.n_layers):
             groups.append((self.graph.source_group(layer, "head"), ("attn_head_z", layer), layer))
             groups.append((self.graph.source_group(layer, "mlp"), ("mlp_out", layer), layer))
-        for rows, site, layer in groups:
+        return groups
+
+    def _weighted(self, w: torch.Tensor) -> torch.Tensor | None:
+        """Σ_s w[s, j] · diff_s, [D_cols, n, T, d], over the groups where ``w`` has a one."""
+        total = None
+        for rows, site, layer in self.groups:
             wg = w[rows]
             if not bool(wg.any()):
                 continue
@@ -433,6 +455,41 @@ class _EdgePatch:
             total = part if total is None else total + part
         return total
 
+    def _prefix(self, stop: int) -> torch.Tensor:
+        """Σ of every source diff of the first ``stop`` groups, [1, n, T, d]; extended from the
+        last prefix asked for (destinations are reached in source order)."""
+        done, total = self._cum
+        if stop < done:
+            done, total = 0, None
+        for rows, site, layer in self.groups[done:stop]:
+            part = self._diff(rows, site, layer).sum(0, keepdim=True)
+            total = part if total is None else total + part
+        self._cum = (stop, total)
+        return total
+
+    def delta(self, cols: slice) -> torch.Tensor | None:
+        """[D_cols, n, T, d] (or [1, n, T, d] when every column gets the same) input shift of
+        some destinations: Σ over the sources whose edge into a destination is ablated of
+        (ablated − current output); None when every edge into them is in the circuit.
+
+        Computed directly over the groups holding an ablated edge, or, when fewer groups hold
+        an edge kept in the circuit, as the sum of every source the destinations read (a prefix
+        of the sources, summed once per pass) minus the kept ones: a small circuit costs a
+        few groups per destination, not every source below it."""
+        w = self.outside[:, cols]
+        if not bool(w.any()):
+            return None
+        if not self.complement:
+            return self._weighted(w)
+        kept = self.kept[:, cols]
+        stops = self.stops[cols]
+        direct = sum(bool(w[rows].any()) for rows, _, _ in self.groups)
+        indirect = 1 + sum(bool(kept[rows].any()) for rows, _, _ in self.groups)
+        if bool((stops < 0).any()) or bool((stops != stops[0]).any()) or direct <= indirect:
+            return self._weighted(w)
+        total = self._prefix(int(stops[0]))
+        minus = self._weighted(kept)
+        return total if minus is None else total - minus
     def qkv_fn(self, layer: int, name: str):
         d, cols = self.d, self.graph.dest_layer(layer)
         offset = {"q": 0, "k": d.n_heads, "v": d.n_heads + d.n_kv_heads}[name]
@@ -447,7 +504,7 @@ class _EdgePatch:
             x = self.record[("attn", layer)]
             norm = params.layer_module(self.model, self.adapter, layer, self.adapter.attn_norm)
             moved = norm.forward(x.unsqueeze(0) + shift.to(x.dtype)) - norm.forward(x).unsqueeze(0)
-            change = torch.einsum("hntd,hde->nthe", moved, w.to(moved.dtype))
+            change = torch.einsum("hntd,hde->nthe", moved.expand(count, *moved.shape[1:]), w.to(moved.dtype))
             keep = (self.outside[:, sel].any(0)).to(value.device).view(1, 1, count, 1)
             return value + torch.where(keep, change.to(value.dtype), torch.zeros_like(value))
         return fn
@@ -469,7 +526,7 @@ class _EdgePatch:
     @contextlib.contextmanager
     def hooks(self):
         d = self.d
-        self.record, self.current, self.diffs = {}, {}, {}
+        self.record, self.current, self.diffs, self._cum = {}, {}, {}, (0, None)
         sites = _source_sites(d)
         with contextlib.ExitStack() as stack:
             acts = stack.enter_context(capture(self.model, self.adapter, sites))

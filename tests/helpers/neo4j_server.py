@@ -10,6 +10,7 @@ the Bolt connector), the GDS plugin modules and APOC core. A tiny Java launcher
 
     python tests/helpers/neo4j_server.py DIR PORT     # prints "ready bolt://127.0.0.1:PORT", then
                                                       # serves until SIGTERM/SIGINT
+                                                      # ($NEO4J_HEAP, $NEO4J_PAGE_CACHE: 1g, 256m)
     python tests/helpers/neo4j_server.py --write-lock DIR   # after changing a version below
 
 **Assembly.** :func:`assemble` writes ``DIR/pom.xml`` (the pinned versions below) and runs
@@ -435,7 +436,8 @@ def bulk_import(directory: Path | str, state: Path | str, files: Path | str, *, 
 
 def main(argv: list[str]) -> int:
     usage = ("usage: neo4j_server.py DIR PORT     (password: $NEO4J_PASSWORD, default "
-             f"{PASSWORD!r})\n       neo4j_server.py --write-lock DIR")
+             f"{PASSWORD!r}; heap $NEO4J_HEAP, default 1g; page cache $NEO4J_PAGE_CACHE, default 256m)\n"
+             "       neo4j_server.py --write-lock DIR")
     if len(argv) == 2 and argv[0] == "--write-lock":
         print(f"wrote {write_lock(argv[1])}")
         return 0
@@ -452,7 +454,8 @@ def main(argv: list[str]) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, on_signal)
     try:
-        server = start(argv[0], int(argv[1]), os.environ.get("NEO4J_PASSWORD") or PASSWORD)
+        server = start(argv[0], int(argv[1]), os.environ.get("NEO4J_PASSWORD") or PASSWORD,
+                       heap=os.environ.get("NEO4J_HEAP") or "1g", page_cache=os.environ.get("NEO4J_PAGE_CACHE") or "256m")
     except Neo4jServerError as e:
         print(f"neo4j_server: {e}", file=sys.stderr)
         return 1
