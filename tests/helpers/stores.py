@@ -44,8 +44,9 @@ def wipe(uri: str, database: str | None, auth: tuple[str, str] | None = None) ->
     auth = auth or (os.environ.get("NEO4J_USER", "neo4j"), os.environ.get("NEO4J_PASSWORD", ""))
     statement = "MATCH (n) WITH n LIMIT $batch DETACH DELETE n RETURN count(*) AS deleted"
     with neo4j.GraphDatabase.driver(uri, auth=auth) as driver:
-        while driver.execute_query(statement, batch=WIPE_BATCH, database_=database).records[0]["deleted"]:
-            pass
+        deleted = None
+        while deleted != 0:
+            deleted = driver.execute_query(statement, batch=WIPE_BATCH, database_=database).records[0]["deleted"]
 
 
 def dump(store: Path | str, database: str | None = None) -> tuple[list[str], list[str]]:
