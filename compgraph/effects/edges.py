@@ -57,6 +57,7 @@ same sum in another order (float noise), at a few groups per destination for a s
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -106,6 +107,21 @@ class EdgeGraph:
         base = 1 + layer * (self.dims.n_heads + 1)
         return slice(base, base + self.dims.n_heads) if kind == "head" else slice(base + self.dims.n_heads,
                                                                                   base + self.dims.n_heads + 1)
+
+    @functools.cached_property
+    def prefix_groups(self) -> torch.Tensor:
+        """[D]: per destination, the number of source groups (embed, then per layer heads, mlp)
+        it reads when they are a prefix of the groups (every source of each, none after); -1
+        otherwise."""
+        starts = [0, 1] + [1 + layer * (self.dims.n_heads + 1) + k for layer in range(self.dims.n_layers)
+                           for k in (self.dims.n_heads, self.dims.n_heads + 1)]
+        out = torch.full((self.valid.shape[1],), -1, dtype=torch.long)
+        for j in range(self.valid.shape[1]):
+            reads = torch.nonzero(self.valid[:, j]).flatten()
+            count = int(reads.numel())
+            if count in starts and (count == 0 or int(reads[-1]) == count - 1):
+                out[j] = starts.index(count)
+        return out
 
     def dest_layer(self, layer: int | None) -> slice:
         """Columns of one layer's destinations (None: the logits)."""
@@ -402,24 +418,12 @@ class _EdgePatch:
         self.target, self.w_o, self.qkv = target, w_o, qkv
         self.kept = (graph.valid & (outside == 0)).to(self.outside.dtype)  # valid edges in the circuit
         self.groups = self._groups()
-        self.stops = self._stops()
+        self.stops = graph.prefix_groups
         self.complement = complement
         self.record: dict = {}
         self.current: dict = {}
         self.diffs: dict = {}
         self._cum: tuple[int, torch.Tensor | None] = (0, None)
-
-    def _stops(self) -> torch.Tensor:
-        """[D]: per destination, the number of source groups it reads when they are a prefix of
-        the groups (every source of each, none after); -1 otherwise."""
-        starts = [rows.start for rows, _, _ in self.groups] + [len(self.graph.sources)]
-        out = torch.full((self.graph.valid.shape[1],), -1, dtype=torch.long)
-        for j in range(self.graph.valid.shape[1]):
-            reads = torch.nonzero(self.graph.valid[:, j]).flatten()
-            count = int(reads.numel())
-            if count in starts and (count == 0 or int(reads[-1]) == count - 1):
-                out[j] = starts.index(count)
-        return out
 
     def _diff(self, rows: slice, site, layer) -> torch.Tensor:
         """[k, n, T, d]: ablated − current output of a source group (computed once per pass:
