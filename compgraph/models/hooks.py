@@ -58,6 +58,16 @@ per-head sites; an overwrite of q, k or v on a fused QKV layout rewrites only th
 MLP's norm reads. When capture and overwrite hook the same module, the context entered
 first runs first: a capture opened outside an overwrite sees the value before it (with
 ``grad=True`` on ``resid_mid``, the live tensor it keeps is the one written in place).
+
+``skip_below(model, adapter, layer)`` runs the model from ``layer`` on: every block below
+it passes its input through unchanged, so an overwrite of ``("resid_pre", layer)`` with a
+value saved from an earlier run gives that run's output without computing the blocks
+below again (what :func:`~compgraph.effects.patch.fan_out` does for patched passes)::
+
+    with capture(model, adapter, [("resid_pre", 5)]) as saved:
+        model(ids)
+    with skip_below(model, adapter, 5), overwrite(model, adapter, ("resid_pre", 5), lambda _: saved[("resid_pre", 5)][0]):
+        model(ids)                 # layers 0-4 not run; the same logits
 """
 
 from __future__ import annotations
@@ -279,6 +289,46 @@ def _require_eager(model) -> None:
     if implementation != "eager":
         raise HookError(f"site 'pattern' needs attn_implementation='eager' (this model uses {implementation!r}): "
                          f"only eager attention returns its weights")
+
+
+# --- skip ---------------------------------------------------------------------------------
+
+def can_skip(adapter: Adapter) -> bool:
+    """Whether a block's output is its residual stream alone (so that a skipped block can
+    return its input in its place): the families whose ``resid_post`` tap names no item."""
+    tap = adapter.sites.get("resid_post")
+    return tap is not None and tap.item is None and not tap.path
+
+
+@contextlib.contextmanager
+def skip_below(model, adapter: Adapter, layer: int):
+    """Inside the context, the blocks below ``layer`` return their input residual stream
+    unchanged instead of computing (module docstring). Their ``forward`` is replaced on the
+    instance and restored after (wrappers set on the instance, as accelerate's, included)."""
+    if layer <= 0:
+        yield
+        return
+    if not can_skip(adapter):
+        raise HookError(f"blocks of a {adapter.name} model return more than the residual stream; "
+                         f"they cannot be skipped")
+    tap = adapter.sites["resid_pre"]
+    mods = [module(model, f"{adapter.layers}.{i}") for i in range(layer)]
+    saved = [m.__dict__.get("forward") for m in mods]
+    try:
+        for mod in mods:
+            (position,) = _positions(mod, (tap.arg,))
+
+            def passthrough(*args, _mod=mod, _position=position, **kwargs):
+                return _argument(_mod, args, kwargs, tap.arg, _position)
+
+            mod.forward = passthrough
+        yield
+    finally:
+        for mod, forward in zip(mods, saved):
+            if forward is None:
+                mod.__dict__.pop("forward", None)
+            else:
+                mod.forward = forward
 
 
 # --- overwrite ------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from compgraph.errors import HookError
 from compgraph.models import params
 from compgraph.models.adapters import registry
 from compgraph.models.adapters.base import Adapter, Tap
-from compgraph.models.hooks import capture, overwrite
+from compgraph.models.hooks import can_skip, capture, overwrite, skip_below
 from tests.helpers.models import CONFIGS, D, F, H, HOOK_CASES, V, hook_model, random_model
 
 FUSED = ["gpt2", "gpt_neox", "gpt_neox_seq"]
@@ -108,6 +108,34 @@ def test_patching_the_residual_from_another_input_reproduces_its_output(case):
         with torch.no_grad(), overwrite(model, adapter, (name, 0), lambda x, v=other[(name, 0)][0]: v):
             got = out(model(ids(1)))
         torch.testing.assert_close(got, want, rtol=0, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("case", list(HOOK_CASES))
+def test_skip_below_runs_the_model_from_a_layer_on_saved_input(case):
+    """Layer 0 skipped and layer 1's input set to the value a plain torch pre-hook saw in a
+    full run: the same output, layer 0's submodules never called, its forward restored."""
+    model, adapter = hook_model(case)
+    assert can_skip(adapter)
+    block0, block1 = (params.module(model, f"{adapter.layers}.{i}") for i in (0, 1))
+    with torch.no_grad(), Retain() as seen:
+        seen.input("resid_pre1", block1)  # hidden_states is the first positional argument
+        want = out(model(ids()))
+    calls = []
+    inner = next(block0.children())
+    handle = inner.register_forward_pre_hook(lambda m, a: calls.append(1))
+    try:
+        with torch.no_grad(), skip_below(model, adapter, 1), \
+                overwrite(model, adapter, ("resid_pre", 1), lambda _: seen.got["resid_pre1"]):
+            got = out(model(ids()))
+        assert calls == []
+        assert "forward" not in block0.__dict__
+        with torch.no_grad():
+            again = out(model(ids()))
+        assert len(calls) == 1
+    finally:
+        handle.remove()
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    torch.testing.assert_close(again, want, rtol=0, atol=0)
 
 
 def test_capture_outside_an_in_place_overwrite_keeps_the_value_before_it():
