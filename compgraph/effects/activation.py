@@ -3,14 +3,19 @@ component patched (definitions: :mod:`compgraph.effects.measure`).
 
 Batched: a chunk of c components is patched in one forward pass on the examples
 replicated c times along the batch ([c·n, T]: rows j·n..(j+1)·n carry component j's
-patch), with c chosen so that c·n·T ≤ ``batch_tokens``. The layers below the lowest layer
-patched in a chunk run once on the n base rows (:func:`~compgraph.effects.patch.fan_out`):
-components sorted by layer (as :func:`~compgraph.effects.components.list_components`
-returns them) skip, on average, half the model. Examples are split into chunks when n·T
-alone exceeds ``batch_tokens``; effects are exact sums over chunks.
+patch), with c chosen so that c·n·T ≤ ``batch_tokens``. Plans run in order of their
+lowest layer, and a pass starts at the lowest layer patched in it: the base run (made
+once, with the targets: :func:`prepare`) keeps its residual stream at each layer's input,
+the layers below are skipped and that saved input tiled c times takes their place
+(:func:`~compgraph.effects.patch.fan_out`); components sorted by layer skip, on average,
+half the model. A caller that patches the same task in several rounds (the verified
+method) makes :func:`prepare` once and passes it to every round. Examples are split into
+chunks when n·T alone exceeds ``batch_tokens``; effects are exact sums over chunks.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import polars as pl
 import torch
@@ -19,10 +24,12 @@ from compgraph.data.tasks import TaskBatch
 from compgraph.effects.components import Component, check_kinds, dims, list_components
 from compgraph.effects.measure import ACTIVATION, DEFAULT_BATCH_TOKENS, Metric, check, node_frame
 from compgraph.effects.patch import fan_out, patch_hooks
-from compgraph.effects.runs import Baselines, derangement, example_chunks, forward_logits, per_example, \
+from compgraph.effects.runs import Baselines, Targets, derangement, example_chunks, forward_logits, per_example, \
     site_means, sites_of, targets
-from compgraph.errors import HookError
+from compgraph.errors import ConfigError, HookError
+from compgraph.models import params
 from compgraph.models.adapters.base import Adapter
+from compgraph.models.hooks import can_skip
 
 
 def resolve_components(model, adapter, components, kinds) -> list[Component]:
@@ -35,42 +42,85 @@ def resolve_components(model, adapter, components, kinds) -> list[Component]:
 
 
 
+class Prepared(NamedTuple):
+    """The runs every patched pass over a task starts from, made once (:func:`prepare`)."""
+
+    chunks: list[torch.Tensor]
+    """The example chunks (:func:`~compgraph.effects.runs.example_chunks`)."""
+    runs: list[Targets]
+    """Per chunk: the base run, its ``resid_pre`` at each of ``layers`` (``base_values``),
+    the targets of ``sites`` and the baseline metrics."""
+    sites: frozenset
+    layers: tuple[int, ...]
+    """The layers whose input was kept: a pass starting at one of them skips those below."""
+    made_for: tuple
+    """(metric, ablation, direction, seed, batch_tokens, n, width)."""
+
+
+def prepare(model, adapter: Adapter, task: TaskBatch, components, metric: Metric, *, ablation: str = "corrupt",
+            direction: str = "noising", seed: int = 0, batch_tokens: int = DEFAULT_BATCH_TOKENS,
+            layers=None) -> Prepared:
+    """The base and target runs for patching any of ``components`` (or a plan of them) on
+    ``task``, keeping the base run's residual stream at the input of each of ``layers``
+    (default: every layer but the first; none where blocks cannot be skipped)."""
+    check(ablation, direction)
+    sites = sites_of({Component(*c) for c in components})
+    if not can_skip(adapter):
+        layers = ()
+    layers = tuple(sorted(set(range(params.n_layers(model, adapter)) if layers is None else layers) - {0}))
+    means = site_means(model, adapter, task, sites, batch_tokens) if ablation == "mean" else None
+    perm = derangement(task.n, seed) if ablation == "resample" else None
+    chunks = example_chunks(task.n, task.width, batch_tokens)
+    starts = [("resid_pre", layer) for layer in layers]
+    runs = [targets(model, adapter, task, chunk, sites, ablation, direction, means, perm, metric, base_sites=starts)
+            for chunk in chunks]
+    return Prepared(chunks, runs, frozenset(sites), layers,
+                    (metric, ablation, direction, seed, batch_tokens, task.n, task.width))
+
+
+def _lowest(plan: list[Component]) -> int:
+    return min((comp.layer for comp in plan), default=0)
+
+
 def patched_metrics(model, adapter: Adapter, task: TaskBatch, plans: list[list[Component]], metric: Metric, *,
                     ablation: str = "corrupt", direction: str = "noising", seed: int = 0,
                     batch_tokens: int = DEFAULT_BATCH_TOKENS, per_pass: int | None = None,
-                    progress=None) -> tuple[torch.Tensor, dict]:
+                    progress=None, prepared: Prepared | None = None) -> tuple[torch.Tensor, dict]:
     """M of every plan: the base run (clean; corrupt when denoising) with all of the plan's
     components patched at once towards their ablation target. Returns ([len(plans)] float64,
     baselines ``{"clean": M(clean), "corrupt": M(corrupt)}``). ``per_pass`` caps the plans
     run in one forward pass (default: as many as ``batch_tokens`` allows; 1 runs every plan
-    on its own, so that two equal plans give bit-identical results)."""
+    on its own, so that two equal plans give bit-identical results). ``prepared``: the runs
+    made by :func:`prepare` for these settings and (at least) these plans' components."""
     check(ablation, direction)
     d = dims(model, adapter)
-    sites = sites_of({c for plan in plans for c in plan})
-    means = site_means(model, adapter, task, sites, batch_tokens) if ablation == "mean" else None
-    perm = derangement(task.n, seed) if ablation == "resample" else None
+    comps = {c for plan in plans for c in plan}
+    made_for = (metric, ablation, direction, seed, batch_tokens, task.n, task.width)
+    if prepared is None:
+        prepared = prepare(model, adapter, task, comps, metric, ablation=ablation, direction=direction, seed=seed,
+                           batch_tokens=batch_tokens, layers={_lowest(plan) for plan in plans})
+    elif prepared.made_for != made_for or not set(sites_of(comps)) <= prepared.sites:
+        raise ConfigError("prepared runs were made for other components, examples, metric or ablation settings "
+                          "than these plans")
+    order = sorted(range(len(plans)), key=lambda j: _lowest(plans[j]))
+    ordered = [plans[j] for j in order]
     totals = torch.zeros(len(plans), dtype=torch.float64)
     baselines = Baselines(task.n)
-    chunks = example_chunks(task.n, task.width, batch_tokens)
-    done, total = 0, len(plans) * len(chunks)
-    for chunk in chunks:
+    done, total = 0, len(plans) * len(prepared.chunks)
+    for chunk, got in zip(prepared.chunks, prepared.runs):
         k = len(chunk)
         answer, wrong = task.answer_ids[chunk], task.wrong_ids[chunk]
-        if sites:
-            got = targets(model, adapter, task, chunk, sites, ablation, direction, means, perm, metric)
-            baselines.add(chunk, got.metrics)
-            base, target = got.base, got.target
-        else:
-            base, target = (task.rows(chunk).corrupt if direction == "denoising" else task.rows(chunk).clean), {}
+        baselines.add(chunk, got.metrics)
         per = max(1, batch_tokens // (k * task.width))
         per = per if per_pass is None else min(per, per_pass)
         for start in range(0, len(plans), per):
-            block = plans[start:start + per]
+            block = ordered[start:start + per]
             c = len(block)
-            first = min((comp.layer for plan in block for comp in plan), default=0)
-            with torch.no_grad(), fan_out(model, adapter, first, c, k), \
-                    patch_hooks(model, adapter, block, k, target, d):
-                logits = forward_logits(model, base)
+            first = _lowest(block[0])  # the lowest: plans run in order of their lowest layer
+            saved = got.base_values.get(("resid_pre", first))
+            with torch.no_grad(), fan_out(model, adapter, first, c, k, saved), \
+                    patch_hooks(model, adapter, block, k, got.target, d):
+                logits = forward_logits(model, got.base)
             if logits.shape[0] != c * k:
                 raise HookError(f"fan-out gave {logits.shape[0]} rows, expected {c * k}")
             values = per_example(metric, logits, answer.repeat(c), wrong.repeat(c)).view(c, k)
@@ -78,17 +128,22 @@ def patched_metrics(model, adapter: Adapter, task: TaskBatch, plans: list[list[C
             done += c
             if progress is not None:
                 progress(done, total)
-    return totals / task.n, baselines.finish(model, task, metric, batch_tokens)
+    result = torch.empty_like(totals)
+    result[torch.tensor(order, dtype=torch.long)] = totals
+    return result / task.n, baselines.finish(model, task, metric, batch_tokens)
 
 
 def activation_patching(model, adapter: Adapter, task: TaskBatch, metric: Metric, *, components=None,
                         kinds=("head",), ablation: str = "corrupt", direction: str = "noising", seed: int = 0,
-                        batch_tokens: int = DEFAULT_BATCH_TOKENS, progress=None) -> pl.DataFrame:
+                        batch_tokens: int = DEFAULT_BATCH_TOKENS, progress=None,
+                        prepared: Prepared | None = None) -> pl.DataFrame:
     """Each component patched alone (batched: many per forward pass); one row per component
-    with the columns of :data:`~compgraph.effects.measure.NODE_SCHEMA`, ``method`` ``activation``."""
+    with the columns of :data:`~compgraph.effects.measure.NODE_SCHEMA`, ``method`` ``activation``
+    (``prepared``: as for :func:`patched_metrics`)."""
     check(ablation, direction)
     comps = resolve_components(model, adapter, components, kinds)
     patched, baselines = patched_metrics(model, adapter, task, [[c] for c in comps], metric, ablation=ablation,
-                                         direction=direction, seed=seed, batch_tokens=batch_tokens, progress=progress)
+                                         direction=direction, seed=seed, batch_tokens=batch_tokens, progress=progress,
+                                         prepared=prepared)
     base = baselines["corrupt" if direction == "denoising" else "clean"]
     return node_frame(comps, (patched - base).tolist(), baselines, ACTIVATION, ablation, direction)

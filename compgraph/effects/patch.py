@@ -5,7 +5,9 @@ A forward pass on ``c·n`` rows carries ``c`` plans at once: block ``j`` (rows
 towards its site's target value (:func:`patch_hooks`). :func:`fan_out` runs the layers
 below the lowest patched layer once, on the ``n`` base rows, and tiles the batch ``c``
 times at that layer's input: nothing is patched below it, so those layers would compute
-the same values ``c`` times.
+the same values ``c`` times. Given that layer's input as the base run computed it
+(``start``), it does not run them at all: they are skipped
+(:func:`~compgraph.models.hooks.skip_below`) and the saved input takes their place.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from compgraph.effects.components import Component, Dims, check_plan, expert_con
 from compgraph.effects.runs import device_of
 from compgraph.models import params
 from compgraph.models.adapters.base import Adapter
-from compgraph.models.hooks import capture, overwrite
+from compgraph.models.hooks import can_skip, capture, overwrite, skip_below
 
 
 def _mask_view(mask: torch.Tensor, axis: int | None, ndim: int) -> torch.Tensor:
@@ -93,15 +95,28 @@ def _expert_patch(model, adapter, layer, mask, target, live: list, c, n):
 
 
 @contextlib.contextmanager
-def fan_out(model, adapter: Adapter, first_layer: int, c: int, n: int):
+def fan_out(model, adapter: Adapter, first_layer: int, c: int, n: int, start: torch.Tensor | None = None):
     """Run layers below ``first_layer`` once on the n base rows, then tile the batch c times
     at that layer's input (block j = rows j·n..(j+1)·n): nothing is patched below it, so those
     layers would compute the same values c times. Every tensor argument of a layer from
     ``first_layer`` on whose first dimension is n (hidden states, masks, position
-    embeddings) is tiled; the rest of the model then runs on c·n rows."""
-    if c == 1:
+    embeddings) is tiled; the rest of the model then runs on c·n rows.
+
+    ``start``: the base run's ``resid_pre`` at ``first_layer`` ([n, T, d_model]), when the
+    caller saved it. The layers below are then not run at all (where the family allows:
+    :func:`~compgraph.models.hooks.can_skip`); ``start`` is their output."""
+    with contextlib.ExitStack() as stack:
+        if start is not None and first_layer > 0 and can_skip(adapter):
+            stack.enter_context(skip_below(model, adapter, first_layer))
+            stack.enter_context(overwrite(model, adapter, ("resid_pre", first_layer), lambda _: start))
+        if c > 1:  # registered after the overwrite above: it tiles the saved input
+            stack.enter_context(_tiled(model, adapter, first_layer, c, n))
         yield
-        return
+
+
+@contextlib.contextmanager
+def _tiled(model, adapter: Adapter, first_layer: int, c: int, n: int):
+    """The pre-hooks of :func:`fan_out` that tile a layer's n-row arguments c times."""
 
     def tile(x):
         if isinstance(x, torch.Tensor) and x.dim() >= 2 and x.shape[0] == n:

@@ -151,16 +151,19 @@ class Targets(NamedTuple):
 
 
 def targets(model, adapter: Adapter, task: TaskBatch, chunk: torch.Tensor, sites, ablation: str, direction: str,
-            means: dict | None, perm: torch.Tensor | None, metric: Metric, *, with_base: bool = True) -> Targets:
+            means: dict | None, perm: torch.Tensor | None, metric: Metric, *, with_base: bool = True,
+            base_sites=None) -> Targets:
     """The :class:`Targets` of the examples ``chunk`` (see :mod:`compgraph.effects.measure` for
-    what each ablation patches towards)."""
+    what each ablation patches towards); ``base_sites``: the sites whose base-run values are
+    kept (default ``sites``)."""
     sub = task.rows(chunk)
     answer, wrong = sub.answer_ids, sub.wrong_ids
     base_name = "corrupt" if direction == "denoising" else "clean"
     base = sub.corrupt if direction == "denoising" else sub.clean
     metrics, base_values = {}, None
     if with_base:
-        base_values, metrics[base_name] = capture_values(model, adapter, base, sites, answer, wrong, metric)
+        base_values, metrics[base_name] = capture_values(model, adapter, base, sites if base_sites is None
+                                                         else base_sites, answer, wrong, metric)
     if direction == "denoising":
         target, metrics["clean"] = capture_values(model, adapter, sub.clean, sites, answer, wrong, metric)
     elif ablation == "corrupt":

@@ -22,7 +22,10 @@ effects stage; all of ``C`` by default):
    unmeasured component, those are measured. So every member of the circuit built from
    the best estimates has been measured.
 
-The result holds every component's estimate and the measured components' effects.
+The result holds every component's estimate and the measured components' effects. The
+rounds of steps 2–4 share one set of base and target runs
+(:func:`~compgraph.effects.activation.prepare`): each round's patched passes start at the
+lowest layer they patch.
 
 **Bound.** Let ``τ*`` be the ``n``-th largest measured ``|e_c|`` (step 3 stops at
 ``τ = τ*``). A component left unmeasured has ``|â_c| < ρ·τ*``; it belongs in the true
@@ -53,7 +56,7 @@ from typing import NamedTuple
 import polars as pl
 
 from compgraph.data.tasks import TaskBatch
-from compgraph.effects.activation import activation_patching, resolve_components
+from compgraph.effects.activation import activation_patching, prepare, resolve_components
 from compgraph.effects.attribution import attribution_patching
 from compgraph.effects.measure import ACTIVATION, ATTRIBUTION, DEFAULT_BATCH_TOKENS, Metric, check, node_frame
 from compgraph.errors import ConfigError
@@ -127,11 +130,13 @@ def verified_patching(model, adapter, task: TaskBatch, metric: Metric, *, compon
     among = [i for i, c in enumerate(comps) if circuit_kinds is None or c.kind in circuit_kinds]
     measured: dict[int, float] = {}
     frames = []
+    prepared = prepare(model, adapter, task, comps, metric, **common)  # one base run for every round
 
     def measure(picks: list[int]) -> None:
         picks = [i for i in dict.fromkeys(picks) if i not in measured]
         if picks:
-            frame = activation_patching(model, adapter, task, metric, components=[comps[i] for i in picks], **common)
+            frame = activation_patching(model, adapter, task, metric, components=[comps[i] for i in picks],
+                                        prepared=prepared, **common)
             measured.update(zip(picks, frame["effect"].to_list()))
             frames.append(frame)
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 import transformers as T
 
-from compgraph.effects.activation import activation_patching
+from compgraph.effects.activation import activation_patching, prepare
 from compgraph.effects.attribution import attribution_patching
 from compgraph.effects.components import list_components
 from compgraph.effects.runs import derangement
@@ -126,6 +126,53 @@ def test_batched_activation_patching_equals_one_at_a_time(family):
     assert batched["effect"].to_list() == single["effect"].to_list()  # bit for bit (float64 on the CPU)
     a, c = vec(batched["effect"].to_list()), vec(chunked["effect"].to_list())
     torch.testing.assert_close(a, c, rtol=1e-12, atol=1e-13)  # sums over example chunks: another order
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_passes_that_start_at_a_later_layer_equal_the_definition(family):
+    """One component per pass (batch_tokens = n·T): the passes of layer-1 components skip
+    layer 0 and start from the base run's saved layer-1 input; components given out of layer
+    order each get their own effect; layer 0 runs only in the base and target runs."""
+    model, adapter = effects_model(family)
+    t = task()
+    comps = sample_components(model, adapter)[::-1]
+    calls = []
+    first_block = model.get_submodule(f"{adapter.layers}.0")
+    first_inner = next(m for name, m in first_block.named_children())  # a submodule: runs only if layer 0 computes
+    handle = first_inner.register_forward_pre_hook(lambda m, a: calls.append(1))
+    try:
+        got = activation_patching(model, adapter, batch(t), metric, components=comps, batch_tokens=N * T_, seed=7)
+        runs = len(calls)
+        with torch.no_grad():
+            run(model, t["clean_ids"], t)
+        per_run = len(calls) - runs
+    finally:
+        handle.remove()
+    want = [oracle_effect(model, adapter, c, "corrupt", "noising", t, seed=7) for c in comps]
+    assert list(zip(got["component"], got["layer"])) == [(c[0], c[1]) for c in comps]
+    torch.testing.assert_close(vec(got["effect"].to_list()), vec(want), rtol=1e-5, atol=1e-10)
+    assert per_run >= 1
+    assert runs == per_run * (2 + sum(c[1] == 0 for c in comps))  # base and corrupt runs + the layer-0 passes
+
+
+def test_prepared_runs_give_the_same_effects_and_must_match():
+    """Rounds that share one :func:`prepare` (as the verified method's do) give the oracle's
+    effects; runs made for other settings or other sites are refused."""
+    model, adapter = effects_model("llama")
+    t = task()
+    comps = sample_components(model, adapter)
+    prepared = prepare(model, adapter, batch(t), comps, metric, ablation="resample", seed=7)
+    rounds = [activation_patching(model, adapter, batch(t), metric, components=part, ablation="resample", seed=7,
+                                  prepared=prepared) for part in (comps[:3], comps[3:])]
+    got = [e for frame in rounds for e in frame["effect"].to_list()]
+    want = [oracle_effect(model, adapter, c, "resample", "noising", t, seed=7) for c in comps]
+    torch.testing.assert_close(vec(got), vec(want), rtol=1e-5, atol=1e-10)
+    assert prepared.layers == (1,)
+    with pytest.raises(ConfigError, match="prepared runs were made for other"):
+        activation_patching(model, adapter, batch(t), metric, components=comps, ablation="zero", prepared=prepared)
+    heads_only = prepare(model, adapter, batch(t), [("head", 0, 1)], metric)
+    with pytest.raises(ConfigError, match="prepared runs were made for other"):
+        activation_patching(model, adapter, batch(t), metric, components=[("mlp", 1, None)], prepared=heads_only)
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
