@@ -19,19 +19,10 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
-import time
 
-from compgraph.data.tasks import compute_metric, encode_task, load_task
 from compgraph.effects import edges
 from compgraph.effects.circuits import edge_circuit, faithfulness_curve
-from compgraph.models import loading
-
-
-def timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - start, out
+from smollm2_tasks import batches, print_load, setup, timed
 
 
 def circuit_and_curve(model, adapter, batch, metric, scores):
@@ -47,14 +38,11 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=64)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    print(f"load {os.getloadavg()[0]:.2f}", flush=True)
-    loaded = loading.load("packaged:smollm2", device=args.device, dtype="float32")
+    print_load("before")
+    loaded = setup(args.device)
     model, adapter = loaded.model, loaded.adapter
     init = edges._EdgePatch.__init__
-    for name in args.tasks.split(","):
-        task = load_task(name).head(args.examples)
-        batch = encode_task(task, loaded.tokenizer)
-        metric = functools.partial(compute_metric, task.metric)
+    for name, batch, metric in batches(loaded, args.tasks, args.examples):
         scores = edges.edge_attribution(model, adapter, batch, metric)
         t_new, new = timed(lambda: circuit_and_curve(model, adapter, batch, metric, scores))
         edges._EdgePatch.__init__ = functools.partialmethod(init, complement=False)
@@ -65,7 +53,7 @@ def main() -> None:
         diff = max(abs(a - b) for a, b in zip(new, old))
         print(f"{name:16s} {scores.height:,} edges  direct {t_old:6.1f} s  default {t_new:6.1f} s  "
               f"speed-up {t_old / t_new:4.2f}x  max |faithfulness difference| {diff:.1e}", flush=True)
-    print(f"load {os.getloadavg()[0]:.2f}", flush=True)
+    print_load("after")
 
 
 if __name__ == "__main__":
