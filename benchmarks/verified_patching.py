@@ -6,10 +6,10 @@ method with each round making its own runs and every pass computing the layers b
 
 Per task, the effects stage's call (:func:`~compgraph.effects.verified.verified_patching`
 of SmolLM2's 270 heads and 60 blocks, circuit size 20, margin 1/4) is timed twice in one
-process: **today**, and the **baseline** — :func:`~compgraph.effects.patch.fan_out` given
-no saved layer input (it runs the layers below the lowest patched layer once per pass, on
-the base rows) and each round of steps 2–4 preparing its own base and target runs, as
-before the change. It prints the components measured, the two times, their ratio, whether
+process: **today**, and the **baseline**, the passes as they were before the change —
+the plans in the order given (not by lowest layer), :func:`~compgraph.effects.patch.fan_out`
+given no saved layer input (it runs the layers below the lowest patched layer once per
+pass, on the base rows) and each round of steps 2–4 preparing its own base and target runs. It prints the components measured, the two times, their ratio, whether
 the same components were measured and the largest difference between their effects (the
 same quantity: float noise). Timings include the attribution pass both runs make.
 """
@@ -33,14 +33,15 @@ def run(model, adapter, batch, metric):
 
 @contextlib.contextmanager
 def baseline():
-    """fan_out without the saved input, and no shared prepare (each round prepares its own)."""
+    """Plans in the given order, fan_out without the saved input, no shared prepare."""
     fan_out = activation.fan_out
 
     def unsaved(model, adapter, first_layer, c, n, start=None):
         return fan_out(model, adapter, first_layer, c, n)
 
-    with mock.patch.object(activation, "fan_out", unsaved), mock.patch.object(verified, "prepare",
-                                                                                lambda *a, **k: None):
+    with mock.patch.object(activation, "fan_out", unsaved), \
+            mock.patch.object(activation, "_order", lambda plans: list(range(len(plans)))), \
+            mock.patch.object(verified, "prepare", lambda *a, **k: None):
         yield
 
 

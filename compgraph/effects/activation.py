@@ -82,6 +82,11 @@ def _lowest(plan: list[Component]) -> int:
     return min((comp.layer for comp in plan), default=0)
 
 
+def _order(plans: list[list[Component]]) -> list[int]:
+    """The order the plans run in: by lowest layer (stable), so that each pass starts high."""
+    return sorted(range(len(plans)), key=lambda j: _lowest(plans[j]))
+
+
 def patched_metrics(model, adapter: Adapter, task: TaskBatch, plans: list[list[Component]], metric: Metric, *,
                     ablation: str = "corrupt", direction: str = "noising", seed: int = 0,
                     batch_tokens: int = DEFAULT_BATCH_TOKENS, per_pass: int | None = None,
@@ -102,7 +107,7 @@ def patched_metrics(model, adapter: Adapter, task: TaskBatch, plans: list[list[C
     elif prepared.made_for != made_for or not set(sites_of(comps)) <= prepared.sites:
         raise ConfigError("prepared runs were made for other components, examples, metric or ablation settings "
                           "than these plans")
-    order = sorted(range(len(plans)), key=lambda j: _lowest(plans[j]))
+    order = _order(plans)
     ordered = [plans[j] for j in order]
     totals = torch.zeros(len(plans), dtype=torch.float64)
     baselines = Baselines(task.n)
@@ -116,7 +121,7 @@ def patched_metrics(model, adapter: Adapter, task: TaskBatch, plans: list[list[C
         for start in range(0, len(plans), per):
             block = ordered[start:start + per]
             c = len(block)
-            first = _lowest(block[0])  # the lowest: plans run in order of their lowest layer
+            first = min(_lowest(plan) for plan in block)
             saved = got.base_values.get(("resid_pre", first))
             with torch.no_grad(), fan_out(model, adapter, first, c, k, saved), \
                     patch_hooks(model, adapter, block, k, got.target, d):
