@@ -9,8 +9,9 @@ of SmolLM2's 270 heads and 60 blocks, circuit size 20, margin 1/4) is timed twic
 process: **today**, and the **baseline**, the passes as they were before the change —
 the plans in the order given (not by lowest layer), :func:`~compgraph.effects.patch.fan_out`
 given no saved layer input (it runs the layers below the lowest patched layer once per
-pass, on the base rows) and each round of steps 2–4 preparing its own base and target runs. It prints the components measured, the two times, their ratio, whether
-the same components were measured and the largest difference between their effects (the
+pass, on the base rows) and each round of steps 2–4 preparing its own base and target
+runs. It prints the components measured, the two times, their ratio, whether the same
+components were measured and the largest difference between their effects (the
 same quantity: float noise). Timings include the attribution pass both runs make.
 """
 

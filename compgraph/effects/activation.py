@@ -5,17 +5,20 @@ Batched: a chunk of c components is patched in one forward pass on the examples
 replicated c times along the batch ([c·n, T]: rows j·n..(j+1)·n carry component j's
 patch), with c chosen so that c·n·T ≤ ``batch_tokens``. Plans run in order of their
 lowest layer, and a pass starts at the lowest layer patched in it: the base run (made
-once, with the targets: :func:`prepare`) keeps its residual stream at each layer's input,
-the layers below are skipped and that saved input tiled c times takes their place
-(:func:`~compgraph.effects.patch.fan_out`); components sorted by layer skip, on average,
-half the model. A caller that patches the same task in several rounds (the verified
-method) makes :func:`prepare` once and passes it to every round. Examples are split into
-chunks when n·T alone exceeds ``batch_tokens``; effects are exact sums over chunks.
+with the targets, chunk by chunk: :func:`prepare`) keeps its residual stream at the
+input of every layer a pass starts at, the layers below are skipped and that saved input,
+tiled c times, takes their place (:func:`~compgraph.effects.patch.fan_out`): the values
+those layers would compute, so effects are the same up to float rounding (which plans
+share a pass, and so the batch size of a kernel, may differ); components sorted by layer
+skip, on average, half the model. A caller that patches the same task in several rounds
+(the verified method) makes :func:`prepare` once, kept for every layer, and passes it to
+every round. Examples are split into chunks when n·T alone exceeds ``batch_tokens``;
+effects are exact sums over chunks.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 import polars as pl
 import torch
@@ -43,26 +46,36 @@ def resolve_components(model, adapter, components, kinds) -> list[Component]:
 
 
 class Prepared(NamedTuple):
-    """The runs every patched pass over a task starts from, made once (:func:`prepare`)."""
+    """The runs every patched pass over a task starts from (:func:`prepare`)."""
 
+    task: TaskBatch
     chunks: list[torch.Tensor]
     """The example chunks (:func:`~compgraph.effects.runs.example_chunks`)."""
-    runs: list[Targets]
+    runs: list[Targets] | None
     """Per chunk: the base run, its ``resid_pre`` at each of ``layers`` (``base_values``),
-    the targets of ``sites`` and the baseline metrics."""
+    the targets of ``sites`` and the baseline metrics; None when not kept (each chunk's
+    are made by ``make`` when the passes reach it, so one chunk's are held at a time)."""
+    make: Callable[[torch.Tensor], Targets]
     sites: frozenset
     layers: tuple[int, ...]
-    """The layers whose input was kept: a pass starting at one of them skips those below."""
+    """The layers whose input is kept: a pass starting at one of them skips those below."""
     made_for: tuple
-    """(metric, ablation, direction, seed, batch_tokens, n, width)."""
+    """(metric, ablation, direction, seed, batch_tokens)."""
+
+    def each(self) -> Iterator[tuple[torch.Tensor, Targets]]:
+        """Every chunk with its runs (made now when not kept)."""
+        for i, chunk in enumerate(self.chunks):
+            yield chunk, (self.make(chunk) if self.runs is None else self.runs[i])
 
 
 def prepare(model, adapter: Adapter, task: TaskBatch, components, metric: Metric, *, ablation: str = "corrupt",
             direction: str = "noising", seed: int = 0, batch_tokens: int = DEFAULT_BATCH_TOKENS,
-            layers=None) -> Prepared:
+            layers=None, keep: bool = True) -> Prepared:
     """The base and target runs for patching any of ``components`` (or a plan of them) on
     ``task``, keeping the base run's residual stream at the input of each of ``layers``
-    (default: every layer but the first; none where blocks cannot be skipped)."""
+    (default: every layer but the first; none where blocks cannot be skipped). ``keep``:
+    make every chunk's runs now, to share them between calls (the verified method's
+    rounds); else each chunk's are made when used."""
     check(ablation, direction)
     sites = sites_of({Component(*c) for c in components})
     if not can_skip(adapter):
@@ -72,10 +85,12 @@ def prepare(model, adapter: Adapter, task: TaskBatch, components, metric: Metric
     perm = derangement(task.n, seed) if ablation == "resample" else None
     chunks = example_chunks(task.n, task.width, batch_tokens)
     starts = [("resid_pre", layer) for layer in layers]
-    runs = [targets(model, adapter, task, chunk, sites, ablation, direction, means, perm, metric, base_sites=starts)
-            for chunk in chunks]
-    return Prepared(chunks, runs, frozenset(sites), layers,
-                    (metric, ablation, direction, seed, batch_tokens, task.n, task.width))
+
+    def make(chunk: torch.Tensor) -> Targets:
+        return targets(model, adapter, task, chunk, sites, ablation, direction, means, perm, metric, base_sites=starts)
+
+    return Prepared(task, chunks, [make(chunk) for chunk in chunks] if keep else None, make, frozenset(sites), layers,
+                    (metric, ablation, direction, seed, batch_tokens))
 
 
 def _lowest(plan: list[Component]) -> int:
@@ -100,19 +115,19 @@ def patched_metrics(model, adapter: Adapter, task: TaskBatch, plans: list[list[C
     check(ablation, direction)
     d = dims(model, adapter)
     comps = {c for plan in plans for c in plan}
-    made_for = (metric, ablation, direction, seed, batch_tokens, task.n, task.width)
+    made_for = (metric, ablation, direction, seed, batch_tokens)
     if prepared is None:
         prepared = prepare(model, adapter, task, comps, metric, ablation=ablation, direction=direction, seed=seed,
-                           batch_tokens=batch_tokens, layers={_lowest(plan) for plan in plans})
-    elif prepared.made_for != made_for or not set(sites_of(comps)) <= prepared.sites:
-        raise ConfigError("prepared runs were made for other components, examples, metric or ablation settings "
-                          "than these plans")
+                           batch_tokens=batch_tokens, layers={_lowest(plan) for plan in plans}, keep=False)
+    elif prepared.task is not task or prepared.made_for != made_for or not set(sites_of(comps)) <= prepared.sites:
+        raise ConfigError("prepared runs were made for another task, other components, metric or ablation "
+                          "settings than these plans")
     order = _order(plans)
     ordered = [plans[j] for j in order]
     totals = torch.zeros(len(plans), dtype=torch.float64)
     baselines = Baselines(task.n)
     done, total = 0, len(plans) * len(prepared.chunks)
-    for chunk, got in zip(prepared.chunks, prepared.runs):
+    for chunk, got in prepared.each():
         k = len(chunk)
         answer, wrong = task.answer_ids[chunk], task.wrong_ids[chunk]
         baselines.add(chunk, got.metrics)

@@ -108,7 +108,8 @@ def fan_out(model, adapter: Adapter, first_layer: int, c: int, n: int, start: to
     with contextlib.ExitStack() as stack:
         if start is not None and first_layer > 0 and can_skip(adapter):
             stack.enter_context(skip_below(model, adapter, first_layer))
-            stack.enter_context(overwrite(model, adapter, ("resid_pre", first_layer), lambda _: start))
+            given = start if c > 1 else start.clone()  # untiled, the layer gets it itself: keep the saved one intact
+            stack.enter_context(overwrite(model, adapter, ("resid_pre", first_layer), lambda _: given))
         if c > 1:  # registered after the overwrite above: it tiles the saved input
             stack.enter_context(_tiled(model, adapter, first_layer, c, n))
         yield

@@ -66,7 +66,8 @@ below again (what :func:`~compgraph.effects.patch.fan_out` does for patched pass
 
     with capture(model, adapter, [("resid_pre", 5)]) as saved:
         model(ids)
-    with skip_below(model, adapter, 5), overwrite(model, adapter, ("resid_pre", 5), lambda _: saved[("resid_pre", 5)][0]):
+    start = saved[("resid_pre", 5)][0]
+    with skip_below(model, adapter, 5), overwrite(model, adapter, ("resid_pre", 5), lambda _: start):
         model(ids)                 # layers 0-4 not run; the same logits
 """
 
@@ -294,17 +295,21 @@ def _require_eager(model) -> None:
 # --- skip ---------------------------------------------------------------------------------
 
 def can_skip(adapter: Adapter) -> bool:
-    """Whether a block's output is its residual stream alone (so that a skipped block can
-    return its input in its place): the families whose ``resid_post`` tap names no item."""
-    tap = adapter.sites.get("resid_post")
-    return tap is not None and tap.item is None and not tap.path
+    """Whether a skipped block can return its input in place of its output: the block's
+    output is its residual stream alone (``resid_post`` is the block's output, no tuple
+    item) and its input is one named argument of the block (``resid_pre``)."""
+    post, pre = adapter.sites.get("resid_post"), adapter.sites.get("resid_pre")
+    return (post is not None and post.side == "output" and post.item is None and not post.path and not post.root
+            and pre is not None and isinstance(pre.arg, str) and not pre.path and not pre.root)
 
 
 @contextlib.contextmanager
 def skip_below(model, adapter: Adapter, layer: int):
     """Inside the context, the blocks below ``layer`` return their input residual stream
     unchanged instead of computing (module docstring). Their ``forward`` is replaced on the
-    instance and restored after (wrappers set on the instance, as accelerate's, included)."""
+    instance (keeping its signature) and restored after (wrappers set on the instance, as
+    accelerate's, included). Hooks on a skipped block itself still run, and see its input
+    as its output; hooks on its submodules do not run."""
     if layer <= 0:
         yield
         return
@@ -321,6 +326,7 @@ def skip_below(model, adapter: Adapter, layer: int):
             def passthrough(*args, _mod=mod, _position=position, **kwargs):
                 return _argument(_mod, args, kwargs, tap.arg, _position)
 
+            passthrough.__signature__ = inspect.signature(mod.forward)
             mod.forward = passthrough
         yield
     finally:

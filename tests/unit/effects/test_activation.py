@@ -149,30 +149,78 @@ def test_passes_that_start_at_a_later_layer_equal_the_definition(family):
     finally:
         handle.remove()
     want = [oracle_effect(model, adapter, c, "corrupt", "noising", t, seed=7) for c in comps]
-    assert list(zip(got["component"], got["layer"])) == [(c[0], c[1]) for c in comps]
     torch.testing.assert_close(vec(got["effect"].to_list()), vec(want), rtol=1e-5, atol=1e-10)
     assert per_run >= 1
     assert runs == per_run * (2 + sum(c[1] == 0 for c in comps))  # base and corrupt runs + the layer-0 passes
 
 
+@pytest.mark.parametrize("family,ablation,direction", [(f, a, d) for f in ("llama", "mixtral") for a, d in PATCHINGS])
+def test_tiled_passes_from_a_saved_input_equal_the_definition(family, ablation, direction):
+    """Layer-1 components only, all in one pass (the default budget): the pass skips layer 0
+    and tiles the base run's saved layer-1 input (the corrupt run's when denoising)."""
+    model, adapter = effects_model(family)
+    t = task()
+    comps = [c for c in sample_components(model, adapter) if c[1] == 1
+             and not (direction == "denoising" and c[0] == "expert")]
+    assert len(comps) >= 2
+    got = activation_patching(model, adapter, batch(t), metric, components=comps, ablation=ablation,
+                              direction=direction, seed=7)
+    want = [oracle_effect(model, adapter, c, ablation, direction, t, seed=7) for c in comps]
+    torch.testing.assert_close(vec(got["effect"].to_list()), vec(want), rtol=1e-5, atol=1e-10)
+
+
+def _count_calls(module, calls: list):
+    return module.register_forward_pre_hook(lambda m, a: calls.append(1))
+
+
 def test_prepared_runs_give_the_same_effects_and_must_match():
     """Rounds that share one :func:`prepare` (as the verified method's do) give the oracle's
-    effects; runs made for other settings or other sites are refused."""
+    effects without running layer 0 again (corrupt ablation: its runs give both
+    baselines); runs made for another task, other settings or other sites are refused."""
     model, adapter = effects_model("llama")
     t = task()
+    b = batch(t)
     comps = sample_components(model, adapter)
-    prepared = prepare(model, adapter, batch(t), comps, metric, ablation="resample", seed=7)
-    rounds = [activation_patching(model, adapter, batch(t), metric, components=part, ablation="resample", seed=7,
-                                  prepared=prepared) for part in (comps[:3], comps[3:])]
-    got = [e for frame in rounds for e in frame["effect"].to_list()]
-    want = [oracle_effect(model, adapter, c, "resample", "noising", t, seed=7) for c in comps]
-    torch.testing.assert_close(vec(got), vec(want), rtol=1e-5, atol=1e-10)
+    prepared = prepare(model, adapter, b, comps, metric)
     assert prepared.layers == (1,)
-    with pytest.raises(ConfigError, match="prepared runs were made for other"):
-        activation_patching(model, adapter, batch(t), metric, components=comps, ablation="zero", prepared=prepared)
-    heads_only = prepare(model, adapter, batch(t), [("head", 0, 1)], metric)
-    with pytest.raises(ConfigError, match="prepared runs were made for other"):
-        activation_patching(model, adapter, batch(t), metric, components=[("mlp", 1, None)], prepared=heads_only)
+    upper = [c for c in comps if c[1] == 1]
+    calls: list = []
+    handle = _count_calls(model.get_submodule(f"{adapter.layers}.0.mlp"), calls)
+    try:
+        rounds = [activation_patching(model, adapter, b, metric, components=part, prepared=prepared)
+                  for part in (upper[:1], upper[1:])]
+    finally:
+        handle.remove()
+    assert calls == []  # base, target and baseline runs all came from prepare
+    got = [e for frame in rounds for e in frame["effect"].to_list()]
+    want = [oracle_effect(model, adapter, c, "corrupt", "noising", t) for c in upper]
+    torch.testing.assert_close(vec(got), vec(want), rtol=1e-5, atol=1e-10)
+    with pytest.raises(ConfigError, match="prepared runs were made for another task"):
+        activation_patching(model, adapter, b, metric, components=comps, ablation="zero", prepared=prepared)
+    with pytest.raises(ConfigError, match="prepared runs were made for another task"):
+        activation_patching(model, adapter, batch(t), metric, components=comps,
+                            prepared=prepared)  # an equal task, not the one prepared
+    heads_only = prepare(model, adapter, b, [("head", 0, 1)], metric)
+    with pytest.raises(ConfigError, match="prepared runs were made for another task"):
+        activation_patching(model, adapter, b, metric, components=[("mlp", 1, None)], prepared=heads_only)
+
+
+def test_unkept_runs_are_made_chunk_by_chunk():
+    """patched_metrics' own runs (keep=False) are made per chunk when used: every chunk's
+    effects equal the kept runs' exactly."""
+    model, adapter = effects_model("llama")
+    b = batch(task())
+    comps = sample_components(model, adapter)
+    lazy = prepare(model, adapter, b, comps, metric, batch_tokens=T_, keep=False)
+    kept = prepare(model, adapter, b, comps, metric, batch_tokens=T_)
+    assert lazy.runs is None and len(kept.runs) == len(kept.chunks) == N
+    for (chunk_a, a), (chunk_b, k) in zip(lazy.each(), kept.each()):
+        assert torch.equal(chunk_a, chunk_b)
+        assert a.base_values.keys() == k.base_values.keys() == {("resid_pre", 1)}
+        assert all(torch.equal(a.target[site], k.target[site]) for site in k.target)
+    one = activation_patching(model, adapter, b, metric, components=comps, batch_tokens=T_, prepared=kept)
+    two = activation_patching(model, adapter, b, metric, components=comps, batch_tokens=T_)
+    assert one["effect"].to_list() == two["effect"].to_list()
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])

@@ -6,6 +6,8 @@ torch hooks written here, canonical weights, raw parameters, or autograd itself.
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from compgraph.errors import HookError
@@ -136,6 +138,32 @@ def test_skip_below_runs_the_model_from_a_layer_on_saved_input(case):
         handle.remove()
     torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
     torch.testing.assert_close(again, want, rtol=0, atol=0)
+
+
+def test_skip_below_restores_a_forward_set_on_the_instance():
+    """A wrapper set on the block instance (as accelerate's hooks are) is back after the
+    context; inside, the skipped block keeps its signature, so hooks on it still bind."""
+    model, adapter = hook_model("llama")
+    block0 = params.module(model, f"{adapter.layers}.0")
+    original = block0.forward
+    seen = []
+
+    @functools.wraps(original)  # as accelerate's add_hook_to_module does
+    def wrapper(*args, **kwargs):
+        seen.append(1)
+        return original(*args, **kwargs)
+
+    block0.forward = wrapper
+    try:
+        with torch.no_grad(), skip_below(model, adapter, 1), capture(model, adapter, [("resid_pre", 0)]) as got:
+            model(ids())
+        assert seen == [] and len(got[("resid_pre", 0)]) == 1
+        assert block0.forward is wrapper
+        with torch.no_grad():
+            model(ids())
+        assert seen == [1]
+    finally:
+        del block0.forward
 
 
 def test_capture_outside_an_in_place_overwrite_keeps_the_value_before_it():
