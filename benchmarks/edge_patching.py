@@ -17,12 +17,11 @@ another order: float noise). The machine load is printed before and after.
 
 from __future__ import annotations
 
-import argparse
 import functools
 
 from compgraph.effects import edges
 from compgraph.effects.circuits import edge_circuit, faithfulness_curve
-from smollm2_tasks import batches, print_load, setup, timed
+from smollm2_tasks import batches, print_load, start, timed
 
 
 def circuit_and_curve(model, adapter, batch, metric, scores):
@@ -33,13 +32,7 @@ def circuit_and_curve(model, adapter, batch, metric, scores):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", default="ioi,capitals")
-    parser.add_argument("--examples", type=int, default=64)
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
-    print_load("before")
-    loaded = setup(args.device)
+    args, loaded = start(__doc__, "ioi,capitals")
     model, adapter = loaded.model, loaded.adapter
     init = edges._EdgePatch.__init__
     for name, batch, metric in batches(loaded, args.tasks, args.examples):

@@ -3,6 +3,7 @@ with its metric, a timer and the machine load (imported by the scripts beside it
 
 from __future__ import annotations
 
+import argparse
 import functools
 import os
 import time
@@ -21,6 +22,18 @@ class Task(NamedTuple):
 def setup(device: str = "cpu"):
     """The packaged SmolLM2-135M in float32."""
     return loading.load("packaged:smollm2", device=device, dtype="float32")
+
+
+def start(doc: str, tasks: str):
+    """The command line (``--tasks``, ``--examples``, ``--device``) parsed, the load printed
+    and the model loaded: (args, loaded)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", default=tasks)
+    parser.add_argument("--examples", type=int, default=64)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    print_load("before")
+    return args, setup(args.device)
 
 
 def batches(loaded, names: str, examples: int) -> Iterator[Task]:

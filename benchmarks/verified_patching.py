@@ -17,12 +17,11 @@ same quantity: float noise). Timings include the attribution pass both runs make
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 from unittest import mock
 
 from compgraph.effects import activation, verified
-from smollm2_tasks import batches, print_load, setup, timed
+from smollm2_tasks import batches, print_load, start, timed
 
 KINDS = ("head", "mlp", "attn")
 CIRCUIT = ("head", "mlp")
@@ -47,13 +46,7 @@ def baseline():
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", default="ioi,colored_objects")
-    parser.add_argument("--examples", type=int, default=64)
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
-    print_load("before")
-    loaded = setup(args.device)
+    args, loaded = start(__doc__, "ioi,colored_objects")
     model, adapter = loaded.model, loaded.adapter
     for name, batch, metric in batches(loaded, args.tasks, args.examples):
         t_new, new = timed(lambda: run(model, adapter, batch, metric))
