@@ -47,10 +47,12 @@ Edge-level interventions for circuits (:func:`edge_patched_metric`): every desti
 input is its clean residual plus, for each source whose edge into it is *not* in the
 circuit, (the source's ablated output − its output in this very run); q/k/v inputs of
 single heads are rebuilt as ``q_h + (norm(x + δ_h) − norm(x)) · W_Q[h]`` (the projection is
-linear), MLP and logits inputs by adding δ on the norm's input. A destination's δ is summed
-directly over the ablated sources, or, when fewer source groups hold a kept edge into it, as
-the sum of every source it reads (a running prefix, once per pass) minus the kept ones: the
-same sum in another order (float noise), at a few groups per destination for a small circuit
+linear), MLP and logits inputs by adding δ on the norm's input. Each source's (ablated −
+current) output is written once per pass into a buffer of one row per source; a destination's
+δ is a matrix product of its column of the ablation mask with the rows of the ablated sources,
+or, when fewer rows hold a kept edge into it, the sum of every source it reads (a running
+prefix, once per pass) minus the product over the kept rows: the same sum in another order
+(float noise). A layer's q, k and v destinations read the same sources and take one product
 (``benchmarks/edge_patching.py``).
 """
 
@@ -109,18 +111,15 @@ class EdgeGraph:
                                                                                   base + self.dims.n_heads + 1)
 
     @functools.cached_property
-    def prefix_groups(self) -> torch.Tensor:
-        """[D]: per destination, the number of source groups (embed, then per layer heads, mlp)
-        it reads when they are a prefix of the groups (every source of each, none after); -1
-        otherwise."""
-        starts = [0, 1] + [1 + layer * (self.dims.n_heads + 1) + k for layer in range(self.dims.n_layers)
-                           for k in (self.dims.n_heads, self.dims.n_heads + 1)]
+    def prefix_rows(self) -> torch.Tensor:
+        """[D]: per destination, the number r of sources it reads when they are the first r
+        rows (sources 0 .. r-1, none after); -1 otherwise."""
         out = torch.full((self.valid.shape[1],), -1, dtype=torch.long)
         for j in range(self.valid.shape[1]):
             reads = torch.nonzero(self.valid[:, j]).flatten()
             count = int(reads.numel())
-            if count in starts and (count == 0 or int(reads[-1]) == count - 1):
-                out[j] = starts.index(count)
+            if count == 0 or int(reads[-1]) == count - 1:
+                out[j] = count
         return out
 
     def dest_layer(self, layer: int | None) -> slice:
@@ -409,7 +408,13 @@ def edge_mask(graph: EdgeGraph, edges: pl.DataFrame) -> torch.Tensor:
 # --- edge-level interventions ---------------------------------------------------------------
 
 class _EdgePatch:
-    """The hooks of one edge-patched forward pass (see the module doc)."""
+    """The hooks of one edge-patched forward pass (see the module doc).
+
+    Each source's (ablated − current) output is written once into a buffer of one row per
+    source, [S, n·T·d], when a destination first reads it (a source's output is final once
+    its layer has run); a group of destinations gets its shifts as one matrix product of its
+    columns of the ablation mask with the buffer's rows, or with the complement (see
+    :meth:`delta`)."""
 
     def __init__(self, model, adapter, graph: EdgeGraph, outside: torch.Tensor, target: dict, w_o, qkv,
                  complement: bool = True):
@@ -418,26 +423,17 @@ class _EdgePatch:
         self.target, self.w_o, self.qkv = target, w_o, qkv
         self.kept = (graph.valid & (outside == 0)).to(self.outside.dtype)  # valid edges in the circuit
         self.groups = self._groups()
-        self.stops = graph.prefix_groups
+        self.stops = graph.prefix_rows
         self.complement = complement
+        self._reset()
+
+    def _reset(self) -> None:
         self.record: dict = {}
         self.current: dict = {}
-        self.diffs: dict = {}
-        self._cum: tuple[int, torch.Tensor | None] = (0, None)
-
-    def _diff(self, rows: slice, site, layer) -> torch.Tensor:
-        """[k, n, T, d]: ablated − current output of a source group (computed once per pass:
-        a source's output is final once its layer has run)."""
-        if site in self.diffs:
-            return self.diffs[site]
-        cur = self.current[site]
-        tgt = self.target[site]
-        if site[0] == "attn_head_z":
-            diff = torch.einsum("nthe,hed->hntd", (tgt - cur).expand(cur.shape), self.w_o[layer])
-        else:
-            diff = (tgt - cur).expand(cur.shape).unsqueeze(0)
-        self.diffs[site] = diff
-        return diff
+        self.buffer: torch.Tensor | None = None  # [S, n, T, d]: ablated − current output per source
+        self.filled = 0  # rows of the buffer written (groups in source order)
+        self._cum: tuple[int, torch.Tensor | None] = (0, None)  # (rows, their sum) of the running prefix
+        self._qkv: dict = {}  # per layer: the shift of its q, k and v destinations, computed once
 
     def _groups(self) -> list[tuple[slice, tuple, int | None]]:
         """Every source group (rows, site, layer) in source order: embed, then per layer heads, mlp."""
@@ -447,53 +443,81 @@ class _EdgePatch:
             groups.append((self.graph.source_group(layer, "mlp"), ("mlp_out", layer), layer))
         return groups
 
-    def _weighted(self, w: torch.Tensor) -> torch.Tensor | None:
-        """Σ_s w[s, j] · diff_s, [D_cols, n, T, d], over the groups where ``w`` has a one."""
-        total = None
-        for rows, site, layer in self.groups:
-            wg = w[rows]
-            if not bool(wg.any()):
+    def _fill(self, rows: int) -> torch.Tensor:
+        """The buffer with at least its first ``rows`` rows written; a head's row is its
+        (ablated − current) z through its slice of W_O."""
+        for group, site, layer in self.groups:
+            if self.filled >= rows:
+                break
+            if group.stop <= self.filled:
                 continue
-            diff = self._diff(rows, site, layer)
-            part = torch.einsum("sj,sntd->jntd", wg.to(diff.dtype).to(diff.device), diff)
-            total = part if total is None else total + part
-        return total
+            cur = self.current[site]
+            diff = (self.target[site] - cur).expand(cur.shape)
+            if self.buffer is None:
+                n, t = cur.shape[:2]
+                self.buffer = torch.empty(len(self.graph.sources), n, t, self.d.d_model, dtype=cur.dtype,
+                                          device=cur.device)
+            out = self.buffer[group]
+            if site[0] == "attn_head_z":  # [n, T, h, e] -> [h, n·T, e] @ [h, e, d]
+                h, e = diff.shape[2:]
+                torch.bmm(diff.permute(2, 0, 1, 3).reshape(h, -1, e), self.w_o[layer].to(diff.dtype),
+                          out=out.view(h, -1, self.d.d_model))
+            else:
+                out.copy_(diff.unsqueeze(0))
+            self.filled = group.stop
+        return self.buffer
+
+    def _product(self, w: torch.Tensor) -> torch.Tensor | None:
+        """Σ_s w[s, j] · diff_s, [D_cols, n, T, d]: one matrix product over the rows where ``w``
+        has a one (a slice of the buffer when they start at row 0 and fill most of the span)."""
+        used = torch.nonzero(w.any(1)).flatten()
+        if used.numel() == 0:
+            return None
+        stop = int(used[-1]) + 1
+        buf = self._fill(stop)
+        flat = buf.view(buf.shape[0], -1)
+        if used.numel() * 2 >= stop:
+            rows, wr = flat[:stop], w[:stop]
+        else:
+            rows, wr = flat.index_select(0, used.to(flat.device)), w[used]
+        out = torch.mm(wr.T.to(flat.dtype).to(flat.device), rows)
+        return out.view(w.shape[1], *buf.shape[1:])
 
     def _prefix(self, stop: int) -> torch.Tensor:
-        """Σ of every source diff of the first ``stop`` groups, [1, n, T, d]; extended from the
-        last prefix asked for (destinations are reached in source order)."""
+        """Σ of the first ``stop`` sources' diffs, [1, n, T, d]; extended from the last prefix
+        asked for (destinations are reached in source order)."""
         done, total = self._cum
         if stop < done:
             done, total = 0, None
-        for rows, site, layer in self.groups[done:stop]:
-            part = self._diff(rows, site, layer).sum(0, keepdim=True)
+        if stop > done:
+            part = self._fill(stop)[done:stop].sum(0, keepdim=True)
             total = part if total is None else total + part
         self._cum = (stop, total)
         return total
 
     def delta(self, cols: slice) -> torch.Tensor | None:
-        """[D_cols, n, T, d] (or [1, n, T, d] when every column gets the same) input shift of
-        some destinations: Σ over the sources whose edge into a destination is ablated of
-        (ablated − current output); None when every edge into them is in the circuit.
+        """[D_cols, n, T, d] input shift of some destinations: Σ over the sources whose edge
+        into a destination is ablated of (ablated − current output); None when every edge into
+        them is in the circuit.
 
-        Computed directly over the groups holding an ablated edge, or, when fewer groups hold
-        an edge kept in the circuit, as the sum of every source the destinations read (a prefix
-        of the sources, summed once per pass) minus the kept ones: a small circuit costs a
-        few groups per destination, not every source below it."""
+        A product over the rows holding an ablated edge, or, when fewer rows hold an edge kept
+        in the circuit and the destinations read the same first sources, the sum of those
+        sources (a running prefix, summed once per pass) minus the product over the kept rows:
+        the same sum in another order (float noise)."""
         w = self.outside[:, cols]
         if not bool(w.any()):
             return None
         if not self.complement:
-            return self._weighted(w)
+            return self._product(w)
         kept = self.kept[:, cols]
         stops = self.stops[cols]
-        direct = sum(bool(w[rows].any()) for rows, _, _ in self.groups)
-        indirect = 1 + sum(bool(kept[rows].any()) for rows, _, _ in self.groups)
-        if bool((stops < 0).any()) or bool((stops != stops[0]).any()) or direct <= indirect:
-            return self._weighted(w)
+        if bool((stops < 0).any()) or bool((stops != stops[0]).any()) or \
+                int(kept.any(1).sum()) >= int(w.any(1).sum()):
+            return self._product(w)
         total = self._prefix(int(stops[0]))
-        minus = self._weighted(kept)
+        minus = self._product(kept)
         return total if minus is None else total - minus
+
     def qkv_fn(self, layer: int, name: str):
         d, cols = self.d, self.graph.dest_layer(layer)
         offset = {"q": 0, "k": d.n_heads, "v": d.n_heads + d.n_kv_heads}[name]
@@ -502,9 +526,13 @@ class _EdgePatch:
         w = getattr(self.qkv[layer], "W_" + name.upper())
 
         def fn(value):
-            shift = self.delta(sel)
-            if shift is None:
+            if layer not in self._qkv:  # q, k and v read the same sources: one product for all
+                self._qkv[layer] = self.delta(slice(cols.start, cols.stop - 1))
+            shift = self._qkv[layer]
+            if shift is None or not bool(self.outside[:, sel].any()):
                 return value
+            if shift.shape[0] > 1:
+                shift = shift[offset:offset + count]
             x = self.record[("attn", layer)]
             norm = params.layer_module(self.model, self.adapter, layer, self.adapter.attn_norm)
             moved = norm.forward(x.unsqueeze(0) + shift.to(x.dtype)) - norm.forward(x).unsqueeze(0)
@@ -530,7 +558,7 @@ class _EdgePatch:
     @contextlib.contextmanager
     def hooks(self):
         d = self.d
-        self.record, self.current, self.diffs, self._cum = {}, {}, {}, (0, None)
+        self._reset()
         sites = _source_sites(d)
         with contextlib.ExitStack() as stack:
             acts = stack.enter_context(capture(self.model, self.adapter, sites))
