@@ -15,11 +15,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from compgraph.cache import cache_dir
+
 _CHUNK = 1 << 22
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("COMPGRAPH_CACHE") or Path.home() / ".cache" / "compgraph")
 
 
 def _cache_file() -> Path:

