@@ -1,0 +1,168 @@
+"""Matching the units of two models: which unit of model B is each unit of model A's counterpart.
+
+Both models read the same text; ``x_i(t)`` is unit i of A's activation (a neuron, a
+feature, a head's attention pattern entry) at aligned position t, ``y_j(t)`` unit j of B's,
+over N aligned positions.
+
+*Activation score* (Li et al. 2015; Gurnee et al. 2024): the Pearson correlation
+
+    r_ij = (N Σ x_i y_j − Σ x_i Σ y_j) / sqrt((N Σ x_i² − (Σ x_i)²) (N Σ y_j² − (Σ y_j)²)),
+
+computed from streamed sufficient statistics (:class:`CorrelationStats`: the sums, the sums
+of squares and the n_a × n_b cross sums, in float64; memory is one layer pair, never the
+activations). A unit that is constant over the N positions has no correlation: its row or
+column is NaN and it is matched to nothing.
+
+*Baseline and excess* (Gurnee et al.'s random-rotation baseline): B's units of the layer
+are replaced by ``y R`` for a Haar-random orthogonal R (:func:`random_rotation`), which
+keeps B's layer's information but not its basis; ``baseline_i = max_j r(x_i, (yR)_j)`` and
+``excess_ij = r_ij − baseline_i``. In the other direction A's units are rotated.
+
+*Matches* (:func:`top_matches`): for each unit of A its ``k`` best units of B by score,
+rank 0 the best (ties: lower index first), NaN scores never matched; a pair is *mutual*
+when each is the other's rank-0 match (:func:`mutual`). :func:`assignment` is the optional
+one-to-one matching that maximises the summed score (``scipy.optimize.linear_sum_assignment``).
+
+*Decoding score* (:func:`decoding_overlap`), for models that share a tokenizer: the share
+of the two units' top-k decoded tokens they have in common, ``|T_i ∩ T_j| / k``.
+
+*Aligning text across tokenizers* (:func:`word_ends`): the position of each
+whitespace-delimited word's last token — the token whose character span holds the word's
+last character — so two tokenizations of the same text give one aligned position per word.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple, Sequence
+
+import torch
+
+
+class CorrelationStats:
+    """Streamed sufficient statistics of the Pearson correlation between two sets of units."""
+
+    def __init__(self, n_a: int, n_b: int, device: str | torch.device = "cpu") -> None:
+        f64 = dict(dtype=torch.float64, device=device)
+        self.n = 0
+        self.sx, self.sy = torch.zeros(n_a, **f64), torch.zeros(n_b, **f64)
+        self.sxx, self.syy = torch.zeros(n_a, **f64), torch.zeros(n_b, **f64)
+        self.sxy = torch.zeros(n_a, n_b, **f64)
+
+    @property
+    def nbytes(self) -> int:
+        return 8 * (self.sxy.numel() + 2 * (self.sx.numel() + self.sy.numel()))
+
+    def update(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Add N aligned positions: ``x`` [N, n_a], ``y`` [N, n_b] (row t of each is position t)."""
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"unaligned activations: {x.shape[0]} positions of A, {y.shape[0]} of B")
+        x, y = x.to(self.sxy), y.to(self.sxy)
+        self.n += x.shape[0]
+        self.sx += x.sum(0)
+        self.sy += y.sum(0)
+        self.sxx += (x * x).sum(0)
+        self.syy += (y * y).sum(0)
+        self.sxy += x.T @ y
+
+    def correlation(self) -> torch.Tensor:
+        """r [n_a, n_b] (float64); NaN in the rows and columns of constant units."""
+        n = self.n
+        cov = n * self.sxy - torch.outer(self.sx, self.sy)
+        var_x = n * self.sxx - self.sx * self.sx
+        var_y = n * self.syy - self.sy * self.sy
+        scale_x = _scale(var_x, n * self.sxx)
+        scale_y = _scale(var_y, n * self.syy)
+        return (cov * scale_x[:, None] * scale_y[None, :]).clamp(-1.0, 1.0)
+
+
+def _scale(var: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """1/sqrt(var), NaN where the variance is zero up to float64 cancellation."""
+    constant = var <= 1e-12 * second.clamp_min(1e-300)
+    return torch.where(constant, torch.nan, var.clamp_min(1e-300).rsqrt())
+
+
+def random_rotation(n: int, seed: int, dtype=torch.float64) -> torch.Tensor:
+    """A Haar-random n × n orthogonal matrix (QR of a Gaussian matrix, signs fixed by R's diagonal)."""
+    generator = torch.Generator().manual_seed(seed)
+    q, r = torch.linalg.qr(torch.randn(n, n, generator=generator, dtype=torch.float64))
+    return (q * torch.sign(torch.diagonal(r))[None, :]).to(dtype)
+
+
+def baseline(rotated: torch.Tensor) -> torch.Tensor:
+    """Each row unit's best correlation with the rotated units: the row maximum, NaN ignored."""
+    return torch.nan_to_num(rotated, nan=-torch.inf).max(dim=1).values
+
+
+class Matches(NamedTuple):
+    """Row i's ``k`` best columns: ``index`` [n, k] (-1 where fewer than k scores exist),
+    ``score`` [n, k] (NaN there)."""
+
+    index: torch.Tensor
+    score: torch.Tensor
+
+
+def top_matches(score: torch.Tensor, k: int) -> Matches:
+    """Each row's top-``k`` columns by score, descending (ties: lower column first); NaN never matched."""
+    k = min(k, score.shape[1])
+    filled = torch.nan_to_num(score.double(), nan=-torch.inf)
+    # a stable sort on the negated scores keeps equal scores in column order
+    order = torch.sort(-filled, dim=1, stable=True).indices[:, :k]
+    values = filled.gather(1, order)
+    missing = torch.isinf(values) & (values < 0)
+    return Matches(torch.where(missing, -1, order), torch.where(missing, torch.nan, values))
+
+
+def mutual(forward: Matches, backward: Matches) -> torch.Tensor:
+    """[n_a] bool: A's unit i and its rank-0 match j in B are each other's rank-0 match."""
+    best = forward.index[:, 0]
+    ok = best >= 0
+    back = backward.index[best.clamp_min(0), 0]
+    return ok & (back == torch.arange(best.shape[0]))
+
+
+def assignment(score: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The one-to-one pairs (rows, cols) that maximise the summed score (NaN counts as -1)."""
+    from scipy.optimize import linear_sum_assignment
+
+    rows, cols = linear_sum_assignment(torch.nan_to_num(score.double(), nan=-1.0).numpy(), maximize=True)
+    return torch.as_tensor(rows), torch.as_tensor(cols)
+
+
+def decoding_overlap(top_a: torch.Tensor, top_b: torch.Tensor, n_tokens: int) -> torch.Tensor:
+    """``|T_i ∩ T_j| / k`` [n_a, n_b] for top-k token ids ``top_a`` [n_a, k], ``top_b`` [n_b, k]
+    (each row's ids distinct; -1 pads a row with fewer than k tokens)."""
+    k = top_a.shape[1]
+    if top_b.shape[1] != k:
+        raise ValueError(f"top-k of different sizes: {k} and {top_b.shape[1]}")
+
+    from scipy.sparse import csr_matrix
+
+    def one_hot(top: torch.Tensor) -> csr_matrix:
+        rows, cols = torch.nonzero(top >= 0, as_tuple=True)
+        ids = top[rows, cols]
+        return csr_matrix((torch.ones(ids.numel()).numpy(), (rows.numpy(), ids.numpy())),
+                          shape=(top.shape[0], n_tokens))
+
+    # sparse x sparse: never a dense [units, vocabulary] matrix
+    counts = torch.from_numpy((one_hot(top_a) @ one_hot(top_b).T).toarray()).float()
+    return counts / k
+
+
+_WORD = re.compile(r"\S+")
+
+
+def word_ends(text: str, offsets: Sequence[tuple[int, int]]) -> list[int | None]:
+    """For each whitespace-delimited word of ``text``, the index of the token whose character
+    span ``[start, end)`` holds the word's last character (None if no token does: the
+    tokenizer dropped it). ``offsets`` are the tokens' spans in ``text``, as a fast
+    tokenizer's ``offset_mapping`` gives them (empty spans, e.g. BOS, hold nothing)."""
+    ends = []
+    token = 0
+    for word in _WORD.finditer(text):
+        last = word.end() - 1
+        while token < len(offsets) and offsets[token][1] <= last:
+            token += 1
+        hit = token < len(offsets) and offsets[token][0] <= last < offsets[token][1]
+        ends.append(token if hit else None)
+    return ends
