@@ -180,6 +180,8 @@ class Prop(StrEnum):
     INPUT = "input"
     IN_CIRCUIT = "in_circuit"
     SCORE = "score"
+    EXCESS = "excess"
+    MUTUAL = "mutual"
     ACCURACY = "accuracy"
     METRIC_CLEAN = "metric_clean"
     METRIC_CORRUPT = "metric_corrupt"
@@ -237,6 +239,13 @@ class ConnectKind(StrEnum):
     TRANSCODER = "transcoder"
     """feature -> feature: an earlier transcoder feature's decoder row . a later one's (norm-folded)
     encoder column (Dunefsky et al. 2024; :mod:`compgraph.dictionaries.connections`)."""
+
+
+class MatchMethod(StrEnum):
+    """``MATCHES.method`` values (:mod:`compgraph.stages.match`)."""
+
+    ACTIVATION = "activation"
+    """Pearson correlation of the two units' activations over the same aligned text."""
 
 
 class SiteKind(StrEnum):
@@ -342,6 +351,8 @@ CAUSES = RelKind(Rel.CAUSES, COMPONENT, COMPONENT, key=(Prop.METHOD, Prop.TASK, 
 INCLUDES = RelKind(Rel.INCLUDES, CIRCUIT, COMPONENT)
 FOR_TASK = RelKind(Rel.FOR_TASK, CIRCUIT, TASK)
 MATCHES = RelKind(Rel.MATCHES, COMPONENT, COMPONENT, key=(Prop.METHOD,))
+"""A component's counterpart in another model (``score``, ``excess``, ``rank`` 0 = best,
+``mutual``): :mod:`compgraph.stages.match`."""
 EVALUATED_ON = RelKind(Rel.EVALUATED_ON, MODEL, TASK, key=(Prop.METRIC,))
 """A model's clean accuracy and mean clean / corrupt metric on a task."""
 HAS_DICTIONARY = RelKind(Rel.HAS_DICTIONARY, MODEL, DICTIONARY)

@@ -68,6 +68,7 @@ class StageContext:
     loaded: Any = None
     """A :class:`compgraph.models.loading.LoadedModel`, set on first use (or given)."""
     _streams: dict = field(default_factory=dict)
+    _memo: dict = field(default_factory=dict)
 
     # ---- the model ----------------------------------------------------------------------
     def stats_dtype(self):
@@ -84,6 +85,18 @@ class StageContext:
         if self.loaded is None:
             self.loaded = loading.load(self.info.spec, device=self.execution.device, dtype=self.execution.dtype)
         return self.loaded
+
+    def other_model(self, spec: str):
+        """Another model a stage reads beside this one (``match``), loaded once per job."""
+        return self.memo(("model", spec), lambda: loading.load(spec, device=self.execution.device,
+                                                                dtype=self.execution.dtype))
+
+    def memo(self, key: Any, compute: Callable[[], Any]) -> Any:
+        """``compute()``, once per job for ``key``: what several shards of a stage read
+        (another model, activations over the corpus). A resumed job computes it again."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
 
     @property
     def n_tokens(self) -> int:
@@ -119,3 +132,4 @@ class StageContext:
         for stream in self._streams.values():
             stream.close()
         self._streams.clear()
+        self._memo.clear()

@@ -41,6 +41,7 @@ _BUILTIN = (
     "compgraph.stages.experts",
     "compgraph.stages.connections",
     "compgraph.stages.effects",
+    "compgraph.stages.match",
 )
 _STAGES: dict[str, Stage] = {}
 _loaded = False

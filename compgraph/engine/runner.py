@@ -209,9 +209,10 @@ class _StageRun:
         old_ids = [o["uid"] for o in others]
         old_wrote = [json.loads(o.get(P.WROTE) or "{}") for o in others]
         rel_types = set(self.wrote.get(_EDGES, [])).union(*(w.get(_EDGES, []) for w in old_wrote))
+        models = self.stage.edge_models(self.ctx.info, self.step.config)
         for rel_type in sorted(rel_types):
             self.store.delete_edges(schema.REL_KIND_BY_TYPE[rel_type], where={P.RUN: old_ids},
-                                    source_where={P.MODEL: self.ctx.info.name})
+                                    source_where={P.MODEL: list(models)})
         for uid, wrote in zip(old_ids, old_wrote):
             for kind_name, props in wrote.items():
                 if kind_name == _EDGES:

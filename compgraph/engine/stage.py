@@ -125,6 +125,12 @@ class Stage(ABC):
         the runner when listed in ``inputs``."""
         return {}
 
+    def edge_models(self, info: ModelInfo, config: Any) -> tuple[str, ...]:
+        """The models whose components this stage's edges leave (the runner sweeps a
+        superseded run's edges from them): this model's by default; ``match`` writes from
+        both models' components."""
+        return (info.name,)
+
     def skip_reason(self, info: ModelInfo) -> str | None:
         """Why this stage does not apply to a model (None: it does)."""
         return None

@@ -1,0 +1,237 @@
+"""Two models reading the same text: aligned positions, each model's neuron activations there,
+and every neuron of one matched against every neuron of the other.
+
+*Alignment* (:func:`align`). Each corpus document is tokenized by both tokenizers (special
+tokens added as each tokenizer adds them) and cut to ``seq_len`` tokens.
+
+- **Same tokenizer** (same vocabulary): every position that is not a special token; both
+  models read the same ids, so position t of A is position t of B.
+- **Different tokenizers**: one position per whitespace-delimited word — the token holding
+  the word's last character in each tokenization (:func:`compgraph.extract.matching.word_ends`);
+  words either cut sequence does not reach, and words whose last token is the previous
+  word's in either model, are left out.
+
+Documents are read until ``max_positions`` aligned positions are collected.
+
+*Activations* (:func:`neuron_activations`): ``mlp_hidden`` (the out projection's input)
+at the aligned positions of every layer, kept standardized per neuron (zero mean, unit
+variance over the N positions) in ``dtype`` (bfloat16 by default: relative rounding 2⁻⁹,
+see :func:`match_neurons`), together with the same standardized for a random rotation of
+each layer (:func:`compgraph.extract.matching.random_rotation`, seed ``seed + layer``).
+
+*Matching* (:func:`match_neurons`): for every layer pair, r = Zaᵀ Zb / N (the Pearson
+correlation), each unit's baseline against the other layer's rotated units, and each
+unit's top-k over all of the other model's layers with its excess over the baseline of
+the layer its match lies in; ties go to the lower layer, then the lower index. Memory
+beyond the activations: one layer pair's n_a × n_b scores at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable, NamedTuple
+
+import torch
+
+from compgraph.extract import matching
+from compgraph.models.adapters.base import Adapter
+from compgraph.models.hooks import capture
+
+
+class Aligned(NamedTuple):
+    """Per document: A's ids, A's aligned positions, B's ids, B's aligned positions."""
+
+    ids_a: list[list[int]]
+    pos_a: list[list[int]]
+    ids_b: list[list[int]]
+    pos_b: list[list[int]]
+
+    @property
+    def n(self) -> int:
+        return sum(len(p) for p in self.pos_a)
+
+
+def _encode(tokenizer, text: str, seq_len: int) -> tuple[list[int], list[tuple[int, int]]]:
+    enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=True)
+    return enc["input_ids"][:seq_len], [tuple(o) for o in enc["offset_mapping"][:seq_len]]
+
+
+def align(tok_a, tok_b, texts: Iterable[str], *, same_tokenizer: bool, seq_len: int,
+          max_positions: int) -> Aligned:
+    """Aligned positions over ``texts`` (module docstring), at most ``max_positions``."""
+    out = Aligned([], [], [], [])
+    special_a = set(tok_a.all_special_ids)
+    special_b = set(tok_b.all_special_ids)
+    for text in texts:
+        if out.n >= max_positions:
+            break
+        left = max_positions - out.n
+        ids_a, offsets_a = _encode(tok_a, text, seq_len)
+        if same_tokenizer:
+            pos = [t for t, i in enumerate(ids_a) if i not in special_a][:left]
+            ids_b, pos_a, pos_b = ids_a, pos, pos
+        else:
+            ids_b, offsets_b = _encode(tok_b, text, seq_len)
+            ends_a = matching.word_ends(text, [o if i not in special_a else (0, 0)
+                                               for i, o in zip(ids_a, offsets_a)])
+            ends_b = matching.word_ends(text, [o if i not in special_b else (0, 0)
+                                               for i, o in zip(ids_b, offsets_b)])
+            pos_a, pos_b, last = [], [], (None, None)
+            for a, b in zip(ends_a, ends_b):
+                if a is None or b is None or a == last[0] or b == last[1]:
+                    continue
+                pos_a.append(a)
+                pos_b.append(b)
+                last = (a, b)
+            pos_a, pos_b = pos_a[:left], pos_b[:left]
+        if pos_a:
+            out.ids_a.append(ids_a)
+            out.pos_a.append(pos_a)
+            out.ids_b.append(ids_b)
+            out.pos_b.append(pos_b)
+    return out
+
+
+@dataclass
+class Standardized:
+    """One model's neurons at the aligned positions, per layer: ``z[l]`` [N, d_mlp] and
+    ``rotated[l]`` (the layer's units times a random rotation), each column standardized;
+    ``constant[l]``: the neurons that do not vary over the N positions (no correlation)."""
+
+    z: list[torch.Tensor]
+    rotated: list[torch.Tensor]
+    constant: list[torch.Tensor]
+
+    @property
+    def n(self) -> int:
+        return self.z[0].shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.z + self.rotated)
+
+
+def standardize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x − mean) / std per column in float64 (population std), constant columns set to 0."""
+    x = x.double()
+    centred = x - x.mean(0)
+    var = (centred * centred).mean(0)
+    constant = var <= 1e-12 * (x * x).mean(0).clamp_min(1e-300)
+    return torch.where(constant, 0.0, centred * var.clamp_min(1e-300).rsqrt()), constant
+
+
+@torch.no_grad()
+def neuron_activations(model, adapter: Adapter, n_layers: int, ids: list[list[int]], positions: list[list[int]],
+                       *, batch_size: int = 8, seed: int = 0, dtype=torch.bfloat16,
+                       advance: Callable[[], None] = lambda: None) -> Standardized:
+    """Every layer's ``mlp_hidden`` at ``positions`` (module docstring). Sequences of one batch
+    are right-padded (a causal model's earlier positions do not see the padding)."""
+    device = next(model.parameters()).device
+    sites = [("mlp_hidden", layer) for layer in range(n_layers)]
+    rows: list[list[torch.Tensor]] = [[] for _ in range(n_layers)]
+    for start in range(0, len(ids), batch_size):
+        batch, where = ids[start:start + batch_size], positions[start:start + batch_size]
+        width = max(len(s) for s in batch)
+        tensor = torch.zeros(len(batch), width, dtype=torch.long)
+        for b, seq in enumerate(batch):
+            tensor[b, :len(seq)] = torch.tensor(seq)
+        select_b = torch.tensor([b for b, pos in enumerate(where) for _ in pos])
+        select_t = torch.tensor([t for pos in where for t in pos])
+        with capture(model, adapter, sites) as acts:
+            model(tensor.to(device))
+        for layer, site in enumerate(sites):
+            rows[layer].append(acts[site][0][select_b, select_t].float().cpu())
+        advance()
+    z, rotated, constant = [], [], []
+    for layer in range(n_layers):
+        x = torch.cat(rows[layer])
+        rows[layer] = []
+        standard, still = standardize(x)
+        turned, _ = standardize(x.double() @ matching.random_rotation(x.shape[1], seed + layer))
+        z.append(standard.to(dtype))
+        rotated.append(turned.to(dtype))
+        constant.append(still)
+    return Standardized(z, rotated, constant)
+
+
+class Side(NamedTuple):
+    """One model's units' matches in the other: per unit, its top-k as (layer, index) of the
+    other model, score, excess; rank is the column. -1 / NaN where fewer than k exist."""
+
+    layer: torch.Tensor  # [units, k] long
+    index: torch.Tensor  # [units, k] long
+    score: torch.Tensor  # [units, k] float64
+    excess: torch.Tensor  # [units, k] float64
+
+
+@dataclass
+class NeuronMatches:
+    """Both directions, per layer of the unit's own model."""
+
+    a: list[Side]
+    b: list[Side]
+
+    def mutual_a(self, layer: int) -> torch.Tensor:
+        """[d_mlp of A] bool: A's unit and its rank-0 match in B are each other's rank-0 match."""
+        return _mutual(self.a[layer], self.b, layer)
+
+    def mutual_b(self, layer: int) -> torch.Tensor:
+        return _mutual(self.b[layer], self.a, layer)
+
+
+def _mutual(side: Side, other: list[Side], layer: int) -> torch.Tensor:
+    out = torch.zeros(side.layer.shape[0], dtype=torch.bool)
+    for unit in range(side.layer.shape[0]):
+        lb, j = int(side.layer[unit, 0]), int(side.index[unit, 0])
+        if lb >= 0:
+            back = other[lb]
+            out[unit] = int(back.layer[j, 0]) == layer and int(back.index[j, 0]) == unit
+    return out
+
+
+def _empty(units: int, k: int) -> Side:
+    return Side(torch.full((units, 0), -1), torch.full((units, 0), -1),
+                torch.empty(units, 0, dtype=torch.float64), torch.empty(units, 0, dtype=torch.float64))
+
+
+def _merge(best: Side, layer: int, scores: torch.Tensor, baseline: torch.Tensor, constant: torch.Tensor,
+           other_constant: torch.Tensor, k: int) -> Side:
+    """``best`` (earlier layers of the other model) merged with this layer's top-k; stable."""
+    scores = scores.clone()
+    scores[constant] = torch.nan
+    scores[:, other_constant] = torch.nan
+    top = matching.top_matches(scores, k)
+    index = torch.cat([best.index, top.index], 1)
+    layers = torch.cat([best.layer, torch.where(top.index >= 0, layer, -1)], 1)
+    score = torch.cat([best.score, top.score], 1)
+    excess = torch.cat([best.excess, top.score - baseline[:, None]], 1)
+    order = torch.sort(-torch.nan_to_num(score, nan=-torch.inf), dim=1, stable=True).indices[:, :k]
+    return Side(layers.gather(1, order), index.gather(1, order), score.gather(1, order), excess.gather(1, order))
+
+
+@torch.no_grad()
+def match_neurons(a: Standardized, b: Standardized, k: int,
+                  advance: Callable[[], None] = lambda: None) -> NeuronMatches:
+    """Every neuron's top-``k`` in the other model, over every layer pair (module docstring).
+
+    Scores are float32 products of the stored standardized activations: with bfloat16
+    storage each product term carries a relative rounding of at most 2⁻⁸, so a score is
+    within 2⁻⁸ · (mean |za zb|) ≤ 2⁻⁸ of the float64 correlation (Cauchy-Schwarz), far
+    below the 1/√N sampling error of the correlation itself.
+    """
+    if a.n != b.n:
+        raise ValueError(f"unaligned activations: {a.n} positions of A, {b.n} of B")
+    n = a.n
+    side_a = [_empty(z.shape[1], k) for z in a.z]
+    side_b = [_empty(z.shape[1], k) for z in b.z]
+    for la, za in enumerate(a.z):
+        za, za_rot = za.float(), a.rotated[la].float()
+        for lb, zb in enumerate(b.z):
+            zb = zb.float()
+            r = ((za.T @ zb).double() / n).clamp(-1.0, 1.0)  # rounding may reach past ±1
+            base_a = matching.baseline((za.T @ b.rotated[lb].float()).double() / n)
+            base_b = matching.baseline((zb.T @ za_rot).double() / n)
+            side_a[la] = _merge(side_a[la], lb, r, base_a, a.constant[la], b.constant[lb], k)
+            side_b[lb] = _merge(side_b[lb], la, r.T, base_b, b.constant[lb], a.constant[la], k)
+            advance()
+    return NeuronMatches(side_a, side_b)

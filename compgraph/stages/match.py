@@ -1,0 +1,156 @@
+"""The ``match`` stage: MATCHES edges between the neurons of this model (A) and another (B).
+
+One run per other model (scope: B's name). Both models read the same corpus text, aligned
+token by token when they share a tokenizer and on word ends otherwise
+(:mod:`compgraph.extract.aligned`); every neuron of A is scored against every neuron of B
+by the Pearson correlation of their activations over the aligned positions, and each
+keeps its ``match_top_k`` best in the other model, in both directions::
+
+    (a)-[:MATCHES {method: "activation", score, excess, rank, mutual, run}]->(b)
+
+``score`` is the correlation, ``excess`` the score minus the unit's best correlation with
+a random rotation of the other model's units in the layer the match lies in (Gurnee et
+al. 2024), ``rank`` 0 the best match, ``mutual`` whether the two are each other's rank-0
+match. Definitions: :mod:`compgraph.extract.matching`.
+
+Shards: ``nodes`` (both models' neurons, identity only, so edges never miss an endpoint),
+then ``a:L{l}`` for each of A's layers (the edges leaving A's layer l) and ``b:L{l}`` for
+each of B's (the edges leaving B's layer l), so the edges leaving one neuron come from one
+shard. Every layer shard reads one all-layer-pairs matching, computed once per job from
+the two models' activations (memory: both models' standardized activations and their
+rotations, ``4 · N · (L_A · d_A + L_B · d_B)`` bytes in bfloat16, plus one layer pair's
+scores); a resumed job computes it again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from compgraph import schema
+from compgraph.data.corpus import resolve_corpus
+from compgraph.data.digests import files_digest
+from compgraph.engine.registry import register
+from compgraph.engine.stage import CorpusConfig, Frames, Stage
+from compgraph.errors import ConfigError
+from compgraph.extract import aligned
+from compgraph.models import loading
+from compgraph.models.info import ModelInfo, model_info
+from compgraph.options import option
+from compgraph.stages import rows
+
+P = schema.Prop
+
+
+@dataclass(frozen=True, kw_only=True)
+class MatchConfig(CorpusConfig):
+    match_with: str | None = option(None, "The other model's name in the store (stage match).", metavar="NAME",
+                                    show_default=False)
+    """The other model's :Model name: the run's scope and the MATCHES edges' other end."""
+    match_source: str | None = option(None, "Where the other model's weights are (its MODEL spec).", metavar="SPEC",
+                                      show_default=False)
+    """The other model's MODEL spec (its :Model node's ``source``)."""
+    match_top_k: int = option(5, "Matches kept per unit in the other model (stage match).", minimum=1)
+    """Each unit's best matches kept, in the other model."""
+    match_positions: int = option(4096, "Aligned corpus positions the match correlations run over.", minimum=16)
+    """N, the aligned positions (tokens, or word ends across tokenizers)."""
+    match_seed: int = option(0, "Seed of the random rotations of the excess baseline.")
+    """Layer l's rotation is seeded ``match_seed + l``."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.match_with and not self.match_source:
+            raise ConfigError("--match-with needs --match-source (the other model's MODEL spec)")
+
+
+class MatchStage(Stage):
+    name = "match"
+    version = 1
+    Config = MatchConfig
+    trigger = "match_with"
+    inputs = ("weights", "corpus")
+    description = "MATCHES between this model's neurons and another model's (activation correlation)."
+
+    def instances(self, config: MatchConfig) -> list[tuple[str, MatchConfig]]:
+        return [(config.match_with, config)] if config.match_with else []
+
+    def digests(self, config: MatchConfig) -> dict[str, str]:
+        return {"other_weights": files_digest(loading.model_files(loading.resolve(config.match_source)))}
+
+    def _other(self, config: MatchConfig) -> ModelInfo:
+        source, model_config, adapter = loading.inspect(config.match_source)
+        return model_info(config.match_with, config.match_source, model_config, adapter)
+
+    def edge_models(self, info: ModelInfo, config: MatchConfig) -> tuple[str, ...]:
+        return (info.name, config.match_with)
+
+    def validate(self, info: ModelInfo, config: MatchConfig) -> None:
+        if config.match_with == info.name:
+            raise ConfigError(f"cannot match {info.name} with itself")
+        other = self._other(config)
+        for model in (info, other):
+            if model.is_moe:
+                raise ConfigError(f"match: {model.name} is a MoE model; only dense MLP neurons are matched")
+
+    def shards(self, info: ModelInfo, config: MatchConfig, execution) -> list[str]:
+        other = self._other(config)
+        return (["nodes"] + [f"a:L{layer}" for layer in range(info.n_layers)]
+                + [f"b:L{layer}" for layer in range(other.n_layers)])
+
+    def _matches(self, ctx, config: MatchConfig) -> aligned.NeuronMatches:
+        def compute() -> aligned.NeuronMatches:
+            a, b = ctx.model(), ctx.other_model(config.match_source)
+            same = ctx.tokenizer_id == schema.tokenizer_uid("vocab", b.tokenizer.get_vocab())
+            texts = resolve_corpus(ctx.corpus_spec).documents()
+            where = aligned.align(a.tokenizer, b.tokenizer, texts, same_tokenizer=same, seq_len=config.seq_len,
+                                  max_positions=config.match_positions)
+            if where.n < config.match_positions:
+                raise ConfigError(f"match: the corpus gives {where.n} aligned positions, fewer than "
+                                  f"--match-positions {config.match_positions}")
+            batch = ctx.execution.batch_size
+            sides = []
+            for loaded, ids, pos in ((a, where.ids_a, where.pos_a), (b, where.ids_b, where.pos_b)):
+                n_layers = loaded.model.config.num_hidden_layers
+                advance = ctx.progress(f"match: {loaded.source.spec} activations", -(-len(ids) // batch))
+                sides.append(aligned.neuron_activations(loaded.model, loaded.adapter, n_layers, ids, pos,
+                                                        batch_size=batch, seed=config.match_seed, advance=advance))
+            pairs = len(sides[0].z) * len(sides[1].z)
+            return aligned.match_neurons(*sides, config.match_top_k, ctx.progress("match: layer pairs", pairs))
+
+        return ctx.memo(("match", config), compute)
+
+    def run(self, ctx, config: MatchConfig, shard: str) -> Frames:
+        info, other = ctx.info, self._other(config)
+        if shard == "nodes":
+            return Frames.of(nodes=[(schema.NEURON, rows.neuron_identity(m.name, layer, m.d_mlp))
+                                    for m in (info, other) for layer in range(m.n_layers)])
+        side_name, layer = shard.split(":L")
+        layer = int(layer)
+        matches = self._matches(ctx, config)
+        if side_name == "a":
+            side, mutual, src_model, dst_model = matches.a[layer], matches.mutual_a(layer), info.name, other.name
+        else:
+            side, mutual, src_model, dst_model = matches.b[layer], matches.mutual_b(layer), other.name, info.name
+        return Frames.of(edges=[(schema.MATCHES, match_rows(side, mutual, src_model, layer, dst_model))])
+
+
+def match_rows(side: aligned.Side, mutual, src_model: str, layer: int, dst_model: str) -> pl.DataFrame:
+    """MATCHES rows of one layer's units: one per (unit, rank) that has a match."""
+    units, k = side.index.shape
+    unit = [u for u in range(units) for _ in range(k)]
+    rank = [r for _ in range(units) for r in range(k)]
+    frame = pl.DataFrame({
+        "unit": unit, P.RANK: rank, "dst_layer": side.layer.flatten().tolist(),
+        "dst_index": side.index.flatten().tolist(), P.SCORE: side.score.flatten().tolist(),
+        P.EXCESS: side.excess.flatten().tolist(), "best_mutual": [bool(mutual[u]) for u in unit],
+    }).filter(pl.col("dst_index") >= 0)
+    return pl.DataFrame({
+        "src": [schema.neuron_uid(src_model, layer, u) for u in frame["unit"]],
+        "dst": [schema.neuron_uid(dst_model, lb, j) for lb, j in zip(frame["dst_layer"], frame["dst_index"])],
+        P.METHOD: schema.MatchMethod.ACTIVATION.value, P.SCORE: frame[P.SCORE], P.EXCESS: frame[P.EXCESS], P.RANK: frame[P.RANK],
+        P.MUTUAL: (frame["best_mutual"] & (frame[P.RANK] == 0)),
+    }, schema_overrides={P.RANK: pl.Int64})
+
+
+STAGE = register(MatchStage())

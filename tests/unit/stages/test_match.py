@@ -1,0 +1,168 @@
+"""The match stage through the runner, on the in-memory store: a model and a copy of it
+with every layer's neurons permuted (the answer is the permutation), the copy with noise,
+an independently initialised model (no excess), and a re-run that replaces both directions."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+import torch
+import transformers as T
+
+from compgraph import schema
+from compgraph.ingest import IngestConfig, ingest
+from compgraph.store.memory import MemoryStore
+
+from tests.helpers.models import TINY, build_tiny_llama
+
+P = schema.Prop
+K, N = 3, 768
+PERMS = [torch.randperm(TINY["d_mlp"], generator=torch.Generator().manual_seed(10 + l)) for l in range(TINY["layers"])]
+
+
+def _copy(source, path, noise: float = 0.0):
+    """``source`` with each layer's neurons permuted: the copy's neuron j is the source's PERMS[l][j]."""
+    model = T.AutoModelForCausalLM.from_pretrained(source)
+    generator = torch.Generator().manual_seed(99)
+    with torch.no_grad():
+        for layer, perm in zip(model.model.layers, PERMS):
+            mlp = layer.mlp
+            mlp.gate_proj.weight.copy_(mlp.gate_proj.weight[perm])
+            mlp.up_proj.weight.copy_(mlp.up_proj.weight[perm])
+            mlp.down_proj.weight.copy_(mlp.down_proj.weight[:, perm])
+            if noise:
+                for p in (mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight):
+                    p.add_(noise * p.std() * torch.randn(p.shape, generator=generator))
+    model.save_pretrained(path)
+    T.AutoTokenizer.from_pretrained(source).save_pretrained(path)
+    return path
+
+
+def _match(store, a_dir, b_dir, **options):
+    return ingest(store, IngestConfig.of(str(a_dir), name="a", extract=("match",), device="cpu",
+                                         match_with="b", match_source=str(b_dir), match_top_k=K,
+                                         match_positions=N, **options))
+
+
+def _edges(store) -> pl.DataFrame:
+    return store.edges(schema.MATCHES).with_columns(
+        pl.col("src").str.extract(r"^(\w+)/").alias("from"),
+        pl.col("src").str.extract(r"/L(\d+)/").cast(pl.Int64).alias("src_layer"),
+        pl.col("src").str.extract(r"/N(\d+)$").cast(pl.Int64).alias("src_index"),
+        pl.col("dst").str.extract(r"/L(\d+)/").cast(pl.Int64).alias("dst_layer"),
+        pl.col("dst").str.extract(r"/N(\d+)$").cast(pl.Int64).alias("dst_index"))
+
+
+@pytest.fixture(scope="module")
+def permuted(tiny_dir, tmp_path_factory):
+    store = MemoryStore()
+    report = _match(store, tiny_dir, _copy(tiny_dir, tmp_path_factory.mktemp("permuted")))
+    return store, report
+
+
+def test_shards_cover_both_directions_layer_by_layer(permuted):
+    _, report = permuted
+    assert report.stage("match/b").shards_written == ["nodes", "a:L0", "a:L1", "b:L0", "b:L1"]
+
+
+def test_a_permuted_copy_is_recovered_exactly_in_both_directions(permuted):
+    store, _ = permuted
+    best = _edges(store).filter(pl.col(P.RANK) == 0)
+    units = TINY["layers"] * TINY["d_mlp"]
+    assert best.height == 2 * units
+    assert (best["src_layer"] == best["dst_layer"]).all()
+    for layer, perm in enumerate(PERMS):
+        inverse = torch.argsort(perm)
+        forward = best.filter((pl.col("from") == "a") & (pl.col("src_layer") == layer)).sort("src_index")
+        backward = best.filter((pl.col("from") == "b") & (pl.col("src_layer") == layer)).sort("src_index")
+        assert forward["dst_index"].to_list() == inverse.tolist()  # A's i is B's inverse[i]
+        assert backward["dst_index"].to_list() == perm.tolist()  # B's j is A's perm[j]
+    assert best[P.SCORE].min() > 1 - 2 ** -7  # the same activations, rounded to bfloat16 on both sides
+    assert best[P.MUTUAL].all()
+    assert (best[P.EXCESS] > 0.2).all()  # the rotated baseline of a 48-unit layer is far from 1
+
+
+def test_every_unit_keeps_k_ranked_matches_and_only_rank_0_can_be_mutual(permuted):
+    edges = _edges(permuted[0])
+    per_unit = edges.group_by("src").agg(pl.col(P.RANK).sort(), pl.col(P.SCORE).sort_by(P.RANK))
+    assert per_unit.height == 2 * TINY["layers"] * TINY["d_mlp"]
+    assert all(r == list(range(K)) for r in per_unit[P.RANK].to_list())
+    assert all(s == sorted(s, reverse=True) for s in per_unit[P.SCORE].to_list())
+    assert not edges.filter(pl.col(P.RANK) > 0)[P.MUTUAL].any()
+    assert set(edges[P.METHOD]) == {"activation"}
+
+
+def test_a_noisy_copy_is_still_matched(tiny_dir, tmp_path):
+    store = MemoryStore()
+    _match(store, tiny_dir, _copy(tiny_dir, tmp_path / "noisy", noise=0.05))
+    best = _edges(store).filter((pl.col(P.RANK) == 0) & (pl.col("from") == "a"))
+    right = sum(int(torch.argsort(PERMS[l])[i]) == j and l == lb for l, i, lb, j in
+                best.select("src_layer", "src_index", "dst_layer", "dst_index").iter_rows())
+    assert right / best.height >= 0.95
+
+
+def test_independent_models_have_no_excess(tiny_dir, tmp_path):
+    store = MemoryStore()
+    _match(store, tiny_dir, build_tiny_llama(tmp_path / "other", seed=1))
+    best = _edges(store).filter(pl.col(P.RANK) == 0)
+    # a match of two unrelated models is no better than one with a rotated layer
+    assert abs(best[P.EXCESS].mean()) < 0.05 and best[P.EXCESS].max() < 0.3
+
+
+def test_a_rerun_replaces_the_edges_of_both_directions(tiny_dir, tmp_path):
+    store = MemoryStore()
+    copy = _copy(tiny_dir, tmp_path / "copy")
+    _match(store, tiny_dir, copy)
+    assert _match(store, tiny_dir, copy).stage("match/b").status == "already complete"
+    ingest(store, IngestConfig.of(str(tiny_dir), name="a", extract=("match",), device="cpu", match_with="b",
+                                  match_source=str(copy), match_top_k=1, match_positions=N))
+    edges = _edges(store)
+    assert edges.height == 2 * TINY["layers"] * TINY["d_mlp"]  # k = 1 now, from A and from B
+    assert edges[P.RANK].max() == 0 and edges["run"].n_unique() == 1
+
+
+def test_scores_equal_numpys_correlation_of_activations_read_with_plain_hooks(tiny_dir, tmp_path):
+    """Independent models: each unit's best score and partner against a recomputation from
+    ``down_proj`` inputs read with torch hooks over the same positions (every non-special
+    token of the shipped corpus, 128-token sequences, the first N)."""
+    import numpy as np
+
+    from compgraph.data.corpus import resolve_corpus
+
+    other = build_tiny_llama(tmp_path / "other", seed=1)
+    store = MemoryStore()
+    _match(store, tiny_dir, other)
+    tok = T.AutoTokenizer.from_pretrained(tiny_dir)
+    acts = {}
+    for name, path in (("a", tiny_dir), ("b", other)):
+        model = T.AutoModelForCausalLM.from_pretrained(path).eval()
+        got = [[] for _ in model.model.layers]
+        hooks = [layer.mlp.down_proj.register_forward_pre_hook(lambda m, args, l=l: got[l].append(args[0][0]))
+                 for l, layer in enumerate(model.model.layers)]
+        left = N
+        for text in resolve_corpus(None).documents():
+            ids = tok(text, add_special_tokens=True)["input_ids"][:128]
+            keep = [t for t, i in enumerate(ids) if i not in set(tok.all_special_ids)][:left]
+            if not keep:
+                continue
+            before = len(got[0])
+            with torch.no_grad():
+                model(torch.tensor([ids]))
+            for l in range(len(got)):
+                got[l][before] = got[l][before][keep]
+            left -= len(keep)
+            if not left:
+                break
+        for h in hooks:
+            h.remove()
+        acts[name] = np.concatenate([torch.cat(g).double().numpy() for g in got], axis=1)  # [N, layers * d_mlp]
+    d = TINY["d_mlp"]
+    r = np.corrcoef(acts["a"].T, acts["b"].T)[: acts["a"].shape[1], acts["a"].shape[1]:]
+    best = _edges(store).filter((pl.col(P.RANK) == 0) & (pl.col("from") == "a")).sort("src_layer", "src_index")
+    want = r.max(axis=1)
+    np.testing.assert_allclose(best[P.SCORE].to_numpy(), want, atol=2 ** -8)  # bfloat16 storage bound
+    ordered = np.sort(r, axis=1)
+    clear = ordered[:, -1] - ordered[:, -2] > 2 ** -6  # partners unambiguous beyond rounding
+    got_flat = (best["dst_layer"] * d + best["dst_index"]).to_numpy()
+    assert clear.sum() > 0.5 * len(clear)
+    assert (got_flat[clear] == r.argmax(axis=1)[clear]).all()
