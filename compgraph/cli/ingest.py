@@ -1,4 +1,4 @@
-"""Computing for a model: ``ingest`` and ``effects`` (the job engine), ``stages`` and ``runs``.
+"""Computing for a model: ``ingest``, ``effects`` and ``match`` (the job engine), ``stages`` and ``runs``.
 
 Their options derive from the declarations: the job's own fields and the execution
 settings (:class:`~compgraph.engine.job.IngestConfig`, :class:`~compgraph.engine.context.Execution`)
@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import click
 
-from compgraph.cli.common import DeclaredCommand, declared_options, emit, handle_errors, progress_bars, store_options
+from compgraph.cli.common import (DeclaredCommand, declared_options, emit, handle_errors, progress_bars, require_model,
+                                  store_options)
 from compgraph.render import FORMATS
 
 
@@ -32,6 +33,12 @@ def _effects_options() -> list[click.Option]:
     job, execution, registry = _job_classes()
     return declared_options([job, registry.get("effects").Config, execution],
                             skip=("model", "extract", "force", "batch_size", "memory_gb"), required=("tasks",))
+
+
+def _match_options() -> list[click.Option]:
+    job, execution, registry = _job_classes()
+    return declared_options([registry.get("match").Config, execution],
+                            skip=("match_with", "match_source", "max_tokens", "memory_gb"))
 
 
 def _run_job(model: str, options: dict, store, database, profile: bool = False) -> None:
@@ -103,6 +110,49 @@ def effects(model, force_effects, profile, store, database, **options):
              store, database, profile)
 
 
+def _sources(store, database, names: tuple[str, str], moved: dict[str, str]) -> dict[str, str]:
+    """Each model's MODEL spec: as ``--source`` gives it, else its :Model node's ``source``."""
+    from compgraph import schema
+    from compgraph.store.factory import open_store
+
+    with open_store(store, database=database, create=False) as graph:
+        found = {}
+        for name in names:
+            require_model(graph, name)
+            node = graph.nodes(schema.MODEL, uids=[schema.model_uid(name)]).row(0, named=True)
+            found[name] = moved.get(name) or node.get(schema.Prop.SOURCE)
+    return found
+
+
+@click.command(cls=DeclaredCommand, options=_match_options)
+@click.argument("model_a")
+@click.argument("model_b")
+@click.option("--source", "moved", multiple=True, metavar="NAME=SPEC",
+              help="Where a model's weights are now, when not where its :Model node says; repeatable.")
+@click.option("--force", "force_match", is_flag=True, help="Recompute even if complete.")
+@_PROFILE
+@store_options
+@handle_errors
+def match(model_a, model_b, moved, force_match, profile, store, database, **options):
+    """Match the neurons of MODEL_A and MODEL_B, two models already in the store, and write
+    MATCHES both ways (each unit's --match-top-k best in the other model, by the correlation
+    of their activations over the same corpus text; see `compgraph stages`).
+
+    The pair is unordered: the run belongs to the name that sorts first.
+    """
+    pairs = dict(item.split("=", 1) for item in moved if "=" in item)
+    bad = [item for item in moved if "=" not in item]
+    if bad:
+        raise click.UsageError(f"--source wants NAME=SPEC, not {bad[0]!r}")
+    if model_a == model_b:
+        raise click.UsageError(f"cannot match {model_a} with itself")
+    first, second = sorted((model_a, model_b))
+    sources = _sources(store, database, (first, second), pairs)
+    _run_job(sources[first], {**options, "name": first, "extract": ("match",), "match_with": second,
+                              "match_source": sources[second], "force": ("match",) if force_match else ()},
+             store, database, profile)
+
+
 @click.command()
 @click.option("--model", default=None, help="Only the runs of this model.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
@@ -131,4 +181,4 @@ def list_stages():
     emit(pl.DataFrame(rows), "table", "stages")
 
 
-COMMANDS = (ingest, effects, runs, list_stages)
+COMMANDS = (ingest, effects, match, runs, list_stages)

@@ -1,0 +1,71 @@
+"""``compgraph match`` on an embedded store: two models ingested, their neurons matched in
+one command, the answer queried in one Cypher line; bad input refused with the store unchanged."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from compgraph.cli.main import main
+
+from tests.helpers.models import TINY
+from tests.unit.stages.test_match import _copy
+
+UNITS = TINY["layers"] * TINY["d_mlp"]
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch):
+    monkeypatch.setenv("COMPGRAPH_STORE", str(tmp_path / "kb"))
+    runner = CliRunner()
+    return lambda *args: runner.invoke(main, list(args), catch_exceptions=False)
+
+
+def _rows(cli, cypher: str) -> list[dict]:
+    result = cli("query", cypher, "--format", "json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+@pytest.fixture
+def two_models(cli, tiny_dir, tmp_path):
+    copy = _copy(tiny_dir, tmp_path / "copy")
+    for path, name in ((tiny_dir, "zeta"), (copy, "alpha")):
+        result = cli("ingest", str(path), "--name", name, "--extract", "tokens", "--device", "cpu")
+        assert result.exit_code == 0, result.output
+    return copy
+
+
+def test_match_writes_both_directions_and_answers_in_one_cypher_line(cli, two_models):
+    result = cli("match", "zeta", "alpha", "--match-positions", "512", "--match-top-k", "2", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "alpha: match/zeta [complete]" in result.output  # the run belongs to the name sorting first
+    mutual = _rows(cli, "MATCH (a:Neuron {model: 'zeta'})-[m:MATCHES {rank: 0, mutual: true}]->"
+                        "(b:Neuron {model: 'alpha'}) RETURN count(*) AS c")
+    assert mutual == [{"c": UNITS}]
+    assert _rows(cli, "MATCH ()-[m:MATCHES]->() RETURN count(*) AS c") == [{"c": 2 * UNITS * 2}]
+    again = cli("match", "alpha", "zeta", "--match-positions", "512", "--match-top-k", "2", "--device", "cpu")
+    assert "[already complete]" in again.output
+
+
+def test_a_model_not_in_the_store_is_one_line_and_writes_nothing(cli, two_models):
+    before = _rows(cli, "MATCH (n) RETURN count(n) AS c")
+    result = cli("match", "zeta", "nope")
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "error: no model 'nope' in the store at " + result.output.split(" at ", 1)[1].split(";")[0]
+        + "; it holds: alpha, zeta"]
+    assert _rows(cli, "MATCH (n) RETURN count(n) AS c") == before
+
+
+def test_a_moved_model_is_found_with_source(cli, two_models, tmp_path):
+    moved = tmp_path / "moved"
+    two_models.rename(moved)
+    lost = cli("match", "zeta", "alpha", "--match-positions", "256", "--device", "cpu")
+    assert lost.exit_code == 1 and len(lost.output.strip().splitlines()) == 1
+    found = cli("match", "zeta", "alpha", "--source", f"alpha={moved}", "--match-positions", "256",
+                "--device", "cpu")
+    assert found.exit_code == 0, found.output
+    assert cli("match", "zeta", "alpha", "--source", "alpha").exit_code == 2  # not NAME=SPEC
