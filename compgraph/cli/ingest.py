@@ -113,6 +113,8 @@ def effects(model, force_effects, profile, store, database, **options):
 def _sources(store, database, names: tuple[str, str], moved: dict[str, str]) -> dict[str, str]:
     """Each model's MODEL spec: as ``--source`` gives it, else its :Model node's ``source``."""
     from compgraph import schema
+    from compgraph.errors import ConfigError, ModelNotFound
+    from compgraph.models import loading
     from compgraph.store.factory import open_store
 
     with open_store(store, database=database, create=False) as graph:
@@ -121,6 +123,11 @@ def _sources(store, database, names: tuple[str, str], moved: dict[str, str]) -> 
             require_model(graph, name)
             node = graph.nodes(schema.MODEL, uids=[schema.model_uid(name)]).row(0, named=True)
             found[name] = moved.get(name) or node.get(schema.Prop.SOURCE)
+    for name, spec in found.items():
+        try:
+            loading.resolve(spec)
+        except ModelNotFound as err:
+            raise ConfigError(f"{err}: model {name}'s weights have moved? give --source {name}=SPEC") from err
     return found
 
 
