@@ -103,12 +103,24 @@ class Matches(NamedTuple):
 
 
 def top_matches(score: torch.Tensor, k: int) -> Matches:
-    """Each row's top-``k`` columns by score, descending (ties: lower column first); NaN never matched."""
+    """Each row's top-``k`` columns by score, descending (ties: lower column first); NaN never matched.
+
+    ``torch.topk`` picks the candidates; they are put in (score descending, column
+    ascending) order, and the rows where a tie reaches across the k-th place are sorted in
+    full, so the answer is that of a stable sort of the whole row.
+    """
     k = min(k, score.shape[1])
     filled = torch.nan_to_num(score.double(), nan=-torch.inf)
-    # a stable sort on the negated scores keeps equal scores in column order
-    order = torch.sort(-filled, dim=1, stable=True).indices[:, :k]
-    values = filled.gather(1, order)
+    values, order = torch.topk(filled, k, dim=1)
+    order, by_column = torch.sort(order, dim=1)
+    values = values.gather(1, by_column)
+    ranked = torch.sort(-values, dim=1, stable=True).indices
+    order, values = order.gather(1, ranked), values.gather(1, ranked)
+    crossing = torch.nonzero((filled >= values[:, -1:]).sum(1) > k).flatten()
+    if crossing.numel():
+        full = torch.sort(-filled[crossing], dim=1, stable=True).indices[:, :k]
+        order[crossing] = full
+        values[crossing] = filled[crossing].gather(1, full)
     missing = torch.isinf(values) & (values < 0)
     return Matches(torch.where(missing, -1, order), torch.where(missing, torch.nan, values))
 

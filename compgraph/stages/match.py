@@ -116,7 +116,8 @@ class MatchStage(Stage):
                 sides.append(aligned.neuron_activations(loaded.model, loaded.adapter, n_layers, ids, pos,
                                                         batch_size=batch, seed=config.match_seed, advance=advance))
             pairs = len(sides[0].z) * len(sides[1].z)
-            return aligned.match_neurons(*sides, config.match_top_k, ctx.progress("match: layer pairs", pairs))
+            return aligned.match_neurons(*sides, config.match_top_k, bf16_matmul=loading.native_bf16(a.device),
+                                         advance=ctx.progress("match: layer pairs", pairs))
 
         return ctx.memo(("match", config), compute)
 

@@ -59,6 +59,9 @@ def test_top_matches_rank_descending_with_ties_in_column_order_and_skip_nan():
     assert got.score[0].tolist() == pytest.approx([0.9, 0.9, 0.1])
     assert got.score[1, 0].item() == pytest.approx(0.3) and torch.isnan(got.score[1, 1:]).all()
     assert matching.top_matches(score, 10).index.shape == (2, 4)  # k beyond the columns
+    crossing = torch.tensor([[0.5, 0.9, 0.5, 0.5, 0.1]])  # a tie across the 2nd place: lowest column wins
+    assert matching.top_matches(crossing, 2).index.tolist() == [[1, 0]]
+    assert matching.top_matches(crossing.flip(1), 3).index.tolist() == [[3, 1, 2]]
 
 
 def test_mutual_means_each_is_the_others_best():

@@ -11,6 +11,7 @@ import transformers as T
 
 from compgraph import schema
 from compgraph.ingest import IngestConfig, ingest
+from compgraph.models.loading import native_bf16
 from compgraph.store.memory import MemoryStore
 
 from tests.helpers.models import TINY, build_tiny_llama
@@ -77,7 +78,7 @@ def test_a_permuted_copy_is_recovered_exactly_in_both_directions(permuted):
         backward = best.filter((pl.col("from") == "b") & (pl.col("src_layer") == layer)).sort("src_index")
         assert forward["dst_index"].to_list() == inverse.tolist()  # A's i is B's inverse[i]
         assert backward["dst_index"].to_list() == perm.tolist()  # B's j is A's perm[j]
-    assert best[P.SCORE].min() > 1 - 2 ** -7  # the same activations, rounded to bfloat16 on both sides
+    assert best[P.SCORE].min() > 1 - 2 ** -6  # the same activations, rounded to bfloat16 (aligned.match_neurons)
     assert best[P.MUTUAL].all()
     assert (best[P.EXCESS] > 0.2).all()  # the rotated baseline of a 48-unit layer is far from 1
 
@@ -160,7 +161,8 @@ def test_scores_equal_numpys_correlation_of_activations_read_with_plain_hooks(ti
     r = np.corrcoef(acts["a"].T, acts["b"].T)[: acts["a"].shape[1], acts["a"].shape[1]:]
     best = _edges(store).filter((pl.col(P.RANK) == 0) & (pl.col("from") == "a")).sort("src_layer", "src_index")
     want = r.max(axis=1)
-    np.testing.assert_allclose(best[P.SCORE].to_numpy(), want, atol=2 ** -8)  # bfloat16 storage bound
+    bound = 2 ** -8 + (2 ** -9 if native_bf16("cpu") else 0)  # aligned.match_neurons' rounding bound
+    np.testing.assert_allclose(best[P.SCORE].to_numpy(), want, atol=bound)
     ordered = np.sort(r, axis=1)
     clear = ordered[:, -1] - ordered[:, -2] > 2 ** -6  # partners unambiguous beyond rounding
     got_flat = (best["dst_layer"] * d + best["dst_index"]).to_numpy()
