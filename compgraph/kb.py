@@ -34,10 +34,10 @@ if TYPE_CHECKING:  # pragma: no cover
 P = schema.Prop
 (UID, MODEL, LAYER, INDEX, HEAD, KV_HEAD, EXPERT, RANK, METHOD, VIA, ABLATION, DIRECTION, METRIC, TASK, INPUT,
  KIND, EFFECT, EFFECT_NORM, N_EXAMPLES, SCORE, WEIGHT, LEVEL, SIZE, FAITHFULNESS, METRIC_FULL, METRIC_EMPTY,
- METRIC_CIRCUIT) = (str(p) for p in (  # plain str: polars reads StrEnum values as Enum
+ METRIC_CIRCUIT, EXCESS, MUTUAL) = (str(p) for p in (  # plain str: polars reads StrEnum values as Enum
     P.UID, P.MODEL, P.LAYER, P.INDEX, P.HEAD, P.KV_HEAD, P.EXPERT, P.RANK, P.METHOD, P.VIA, P.ABLATION,
     P.DIRECTION, P.METRIC, P.TASK, P.INPUT, P.KIND, P.EFFECT, P.EFFECT_NORM, P.N_EXAMPLES, P.SCORE, P.WEIGHT,
-    P.LEVEL, P.SIZE, P.FAITHFULNESS, P.METRIC_FULL, P.METRIC_EMPTY, P.METRIC_CIRCUIT))
+    P.LEVEL, P.SIZE, P.FAITHFULNESS, P.METRIC_FULL, P.METRIC_EMPTY, P.METRIC_CIRCUIT, P.EXCESS, P.MUTUAL))
 CURVE_PROPS = (str(P.CPR), str(P.CMD))
 
 COMPONENT_KINDS: dict[str, schema.NodeKind] = {
@@ -178,6 +178,28 @@ class KB:
         members = members.select(pl.col("src").alias("circuit"), pl.col("dst").alias("component"), SCORE, RANK)
         members = self._describe(model, members.join(circuits, on="circuit", how="inner"), "component")
         return members.select(list(MEMBER_COLUMNS)).sort(["circuit", RANK, "component"], nulls_last=True)
+
+    # ---- matches across models -------------------------------------------------------------
+    def matches(self, model_a: str, model_b: str, method: str | None = None,
+                rank: int | None = None) -> pl.DataFrame:
+        """``MATCHES`` from ``model_a``'s components to ``model_b``'s (of ``method`` and
+        ``rank``; None: any): component, kind, layer, index, match, dst_kind, dst_layer,
+        dst_index, method, score, excess, rank, mutual. Ordered by layer, index, method, rank."""
+        where = _present({METHOD: method, RANK: rank})
+        edges = _conform(self.store.edges(schema.MATCHES, where=where or None, source_where={MODEL: model_a},
+                                          target_where={MODEL: model_b}),
+                         {"src": pl.String, "dst": pl.String, METHOD: pl.String, SCORE: pl.Float64,
+                          EXCESS: pl.Float64, RANK: pl.Int64, MUTUAL: pl.Boolean})
+        frame = edges.select(pl.col("src").alias("component"), pl.col("dst").alias("match"), METHOD, SCORE,
+                             EXCESS, RANK, MUTUAL)
+        frame = self._describe(model_a, frame, "component")
+        other = self._lookup(model_b, frame["match"].unique().to_list()).select(
+            pl.col(UID).alias("match"), pl.col("kind").alias("dst_kind"), pl.col(LAYER).alias("dst_layer"),
+            pl.col(INDEX).alias("dst_index"))
+        frame = frame.join(other, on="match", how="left", maintain_order="left")
+        columns = ["component", *DESCRIBE, "match", "dst_kind", "dst_layer", "dst_index", METHOD, SCORE, EXCESS,
+                   RANK, MUTUAL]
+        return frame.select(columns).sort([LAYER, INDEX, METHOD, RANK], nulls_last=True)
 
     # ---- the component graph ---------------------------------------------------------------
     def component_graph(self, model: str, edges: Iterable[str] | str = GRAPH_RELS, kinds: Iterable[str] | None = None,

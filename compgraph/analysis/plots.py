@@ -11,6 +11,9 @@ pyplot, no global state touched) and returns its path; parent folders are create
   the fraction of values in the tail, so the two curves meet at ``xmin``).
 - :func:`overlap_by_layer`: bars of ``n_a``, ``n_b`` and ``n_shared`` per layer, from
   :func:`~compgraph.analysis.overlap.overlap` with ``by="layer"``.
+- :func:`depth_heatmap`: the best-match map of relative depth × relative depth
+  (:func:`~compgraph.analysis.convergence.depth_map`), and beside it the histogram of the
+  best matches' excess with the universality threshold marked.
 """
 
 from __future__ import annotations
@@ -156,4 +159,25 @@ def overlap_by_layer(table: pl.DataFrame, path: str | Path, *, labels: tuple[str
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(title)
     ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def depth_heatmap(matrix: np.ndarray, excess: np.ndarray, path: str | Path, *, labels: tuple[str, str],
+                  threshold: float, title: str) -> Path:
+    """Row-normalised best-match shares by relative depth (A rows, B columns) and the excess histogram."""
+    bins = matrix.shape[0]
+    fig = _figure(10.0, 4.5)
+    left, right = fig.subplots(1, 2)
+    image = left.imshow(matrix, origin="lower", extent=(0, 1, 0, 1), vmin=0.0, vmax=max(float(matrix.max()), 1e-9),
+                        cmap="viridis", aspect="equal")
+    left.set_xlabel(f"relative depth of the best match in {labels[1]}")
+    left.set_ylabel(f"relative depth in {labels[0]}")
+    left.set_title(f"share of each {1 / bins:.1f}-depth band's units")
+    fig.colorbar(image, ax=left)
+    right.hist(excess[np.isfinite(excess)], bins=50, color="tab:blue")
+    right.axvline(threshold, color="black", linestyle="--", label=f"excess {threshold}")
+    right.set_xlabel("excess of the best match (score - rotated baseline)")
+    right.set_ylabel(f"units of {labels[0]}")
+    right.legend()
+    fig.suptitle(title)
     return _save(fig, path)

@@ -21,6 +21,11 @@ Subcommands (every one takes ``--model`` (required), ``--format table|json``, ``
   the overlap matrix (``--measure``), the reuse counts, and the stratified permutation
   test. Tables, or one JSON object ``{"matrix", "reuse", "test"}``.
   ``--out``: ``reuse_heatmap.png``.
+- ``convergence``: two models' neurons matched (``compgraph match``; ``--models A,B``
+  instead of ``--model``): one summary row of A's units' best matches in B (units,
+  share universal at ``--threshold``, mean score and excess, share mutual, excess
+  quantiles), then one row per layer of A (:mod:`compgraph.analysis.convergence`).
+  ``--out``: ``convergence_<A>_<B>.png`` (the best-match depth map and the excess histogram).
 
 Graphs and circuits come from :class:`compgraph.kb.KB`; the analyses are the pure
 functions of :mod:`compgraph.analysis`; the only write (``--write-back``) is this
@@ -393,6 +398,52 @@ def reuse(model, tasks, level, method, measure, statistic, permutations, seed, f
     emit(matrix, "table", f"{measure} of the {level} circuits ({method})")
     emit(counts, "table", "components by the number of task circuits holding them")
     emit(pl.DataFrame([test]), "table", "permutation test (null: same count per layer and kind)")
+
+
+# ---- convergence ------------------------------------------------------------------------------------
+
+@analyse.command()
+@click.option("--models", required=True, metavar="A,B", help="The two models whose matched neurons to compare.")
+@click.option("--method", default="activation", show_default=True, help="The MATCHES method.")
+@click.option("--threshold", type=float, default=0.5, show_default=True,
+              help="Excess above which a unit counts as universal (Gurnee et al.: 0.5).")
+@click.option("--bins", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Relative-depth bands of the depth map.")
+@click.option("--format", "fmt", type=click.Choice(REPORT_FORMATS), default="table", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
+              help="Write the figure into DIR.")
+@store_options
+@handle_errors
+def convergence(models, method, threshold, bins, fmt, out, store, database):
+    """How many of A's neurons have a counterpart in B, and at what depth (from MATCHES)."""
+    import polars as pl
+
+    from compgraph.analysis import convergence as conv
+    from compgraph.render import json_text
+
+    names = list(dict.fromkeys(split(models)))
+    if len(names) != 2:
+        raise ConfigError(f"convergence compares exactly two models, got {len(names)}: {', '.join(names)}")
+    a, b = names
+    with _kb(store, database, a) as kb:
+        require_model(kb.store, b)
+        best = kb.matches(a, b, method=method, rank=0).filter(pl.col("kind") == "neuron")
+        layers = {m: kb.store.nodes(schema.MODEL, uids=[schema.model_uid(m)])[str(schema.Prop.N_LAYERS)][0]
+                  for m in names}
+    if best.height == 0:
+        raise ConfigError(f"no MATCHES by {method} from {a} to {b}; run `compgraph match {a} {b}` first")
+    summary, per_layer = conv.summary(best, threshold=threshold), conv.by_layer(best, layers[b], threshold=threshold)
+    if out is not None:
+        from compgraph.analysis.plots import depth_heatmap
+
+        _wrote(depth_heatmap(conv.depth_map(best, layers[a], layers[b], bins), best["excess"].to_numpy(),
+                             out / f"convergence_{_file_name(a)}_{_file_name(b)}.png", labels=(a, b),
+                             threshold=threshold, title=f"{a} neurons' best {method} match in {b}"))
+    if fmt == "json":
+        click.echo(json_text({"summary": summary.to_dicts()[0], "by_layer": per_layer.to_dicts()}))
+        return
+    emit(summary, "table", f"{a}'s neurons matched in {b} ({method}; universal: excess > {threshold})")
+    emit(per_layer, "table", "by layer of " + a)
 
 
 COMMANDS = (analyse,)

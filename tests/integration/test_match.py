@@ -69,3 +69,32 @@ def test_a_moved_model_is_found_with_source(cli, two_models, tmp_path):
                 "--device", "cpu")
     assert found.exit_code == 0, found.output
     assert cli("match", "zeta", "alpha", "--source", "alpha").exit_code == 2  # not NAME=SPEC
+
+
+def test_convergence_of_a_permuted_copy(cli, two_models, tmp_path):
+    assert cli("match", "zeta", "alpha", "--match-positions", "512", "--device", "cpu").exit_code == 0
+    result = cli("analyse", "convergence", "--models", "zeta,alpha", "--format", "json", "--out",
+                 str(tmp_path / "fig"))
+    assert result.exit_code == 0, result.output
+    got = json.loads(result.stdout)
+    assert got["summary"]["units"] == UNITS and got["summary"]["mutual"] == 1.0
+    assert got["summary"]["mean_score"] == pytest.approx(1.0, abs=2 ** -6)
+    assert [row["match_depth"] for row in got["by_layer"]] == [0.0, 1.0]  # every unit's match is in its own layer
+    assert (tmp_path / "fig" / "convergence_zeta_alpha.png").stat().st_size > 0
+    none = cli("analyse", "convergence", "--models", "zeta,alpha", "--method", "decoding")
+    assert none.exit_code == 1 and "no MATCHES by decoding from zeta to alpha" in none.output
+
+
+def test_kb_matches_describe_both_ends(two_models, cli, tmp_path):
+    import compgraph
+
+    assert cli("match", "zeta", "alpha", "--match-positions", "512", "--match-top-k", "2",
+               "--device", "cpu").exit_code == 0
+    with compgraph.open(str(tmp_path / "kb")) as kb:
+        frame = kb.matches("alpha", "zeta")
+    assert frame.height == UNITS * 2
+    assert frame.columns == ["component", "kind", "layer", "index", "match", "dst_kind", "dst_layer", "dst_index",
+                             "method", "score", "excess", "rank", "mutual"]
+    best = frame.filter(frame["rank"] == 0)
+    assert (best["layer"] == best["dst_layer"]).all() and set(best["dst_kind"]) == {"neuron"}
+    assert best["component"].str.starts_with("alpha/").all() and best["match"].str.starts_with("zeta/").all()
