@@ -19,14 +19,17 @@ from tests.helpers.stores import CYPHER_BACKENDS, wipe as _wipe
 M, M2, TOK = "m", "m2", "tok"
 N00, N01, N10 = (schema.neuron_uid(M, layer, i) for layer, i in ((0, 0), (0, 1), (1, 0)))
 X00 = schema.neuron_uid(M2, 0, 0)
+Y00 = schema.head_uid(M2, 0, 0)
 H00, H01, H10 = (schema.head_uid(M, layer, h) for layer, h in ((0, 0), (0, 1), (1, 0)))
 S0, KV = schema.site_uid(M, "mlp", 0), schema.kv_head_uid(M, 1, 0)
 PARIS, LONDON, THE = (schema.token_uid(TOK, i) for i in range(3))
 IOI, CAPITALS = schema.task_uid("ioi"), schema.task_uid("capitals")
 C_IOI = schema.circuit_uid(M, "ioi", "node", "activation")
 C_CAP = schema.circuit_uid(M, "capitals", "node", "activation")
+C_IOI2 = schema.circuit_uid(M2, "ioi", "node", "activation")
 R_N, R_OLD, R_H = "run:m:neurons:aaa", "run:m:neurons:old", "run:m:heads:bbb"
 R_C, R_E, R_E2, R_X = "run:m:connections:ddd", "run:m:effects/ioi:eee", "run:m:effects/capitals:fff", "run:m2:neurons:ccc"
+R_M, R_E3 = "run:m:match/m2:ggg", "run:m2:effects/ioi:hhh"  # no :Run nodes of theirs
 
 
 def _edges(store, rel, rows, **common):
@@ -64,6 +67,7 @@ def build(store) -> None:
         "uid": [H00, H01, H10], "model": M, "layer": [0, 0, 1], "head": [0, 1, 0], "kv_head": 0,
         "induction_score": [0.9, 0.1, 0.5], "retrieval_score": [0.3, 0.05, 0.2], "retrieval": [True, False, True],
         "run_heads": R_H}))
+    store.merge_nodes(schema.HEAD, pl.DataFrame({"uid": [Y00], "model": M2, "layer": 0, "head": 0, "kv_head": 0}))
     store.merge_nodes(schema.SITE, pl.DataFrame({"uid": [S0, KV], "model": M, "layer": [0, 1], "site": ["mlp", "kv_head"],
                                                  "kv_head": [None, 0]}))
     store.merge_nodes(schema.TASK, pl.DataFrame({"uid": [IOI, CAPITALS], "name": ["ioi", "capitals"],
@@ -94,6 +98,18 @@ def build(store) -> None:
         {"src": C_CAP, "dst": KV, "score": 0.5, "rank": 2, "run": R_E2},
     ])
     _edges(store, schema.FOR_TASK, [{"src": C_IOI, "dst": IOI, "run": R_E}, {"src": C_CAP, "dst": CAPITALS, "run": R_E2}])
+    store.merge_nodes(schema.CIRCUIT, pl.DataFrame([
+        {"uid": C_IOI2, "model": M2, "task": "ioi", "level": "node", "method": "activation", "ablation": "corrupt",
+         "size": 1, "faithfulness": 0.7, "metric_full": 3.0, "metric_empty": 0.0, "metric_circuit": 2.1}]))
+    _edges(store, schema.INCLUDES, [{"src": C_IOI2, "dst": Y00, "score": 1.0, "rank": 0, "run": R_E3}])
+    _edges(store, schema.MATCHES, [  # m <-> m2: two neurons and a head pair, both directions
+        {"src": N00, "dst": X00, "rank": 0, "score": 0.9, "excess": 0.6, "mutual": True},
+        {"src": N01, "dst": X00, "rank": 0, "score": 0.5, "excess": 0.1, "mutual": False},
+        {"src": X00, "dst": N00, "rank": 0, "score": 0.9, "excess": 0.6, "mutual": True},
+        {"src": X00, "dst": N01, "rank": 1, "score": 0.5, "excess": 0.0, "mutual": False},
+        {"src": H00, "dst": Y00, "rank": 0, "score": 0.8, "excess": 0.7, "mutual": True},
+        {"src": Y00, "dst": H00, "rank": 0, "score": 0.8, "excess": 0.7, "mutual": True},
+    ], method="activation", run=R_M)
     _edges(store, schema.DECODES_TO, [
         {"src": N00, "dst": PARIS, "via": "out", "rank": 0, "sign": 1, "logit": 5.0, "run": R_N},
         {"src": N00, "dst": LONDON, "via": "out", "rank": 1, "sign": 1, "logit": 3.0, "run": R_N},
@@ -160,7 +176,24 @@ CASES: dict[str, list[tuple[dict, list[tuple]]]] = {
     "circuits": [
         ({"model": M}, [("capitals", "node", "activation", "corrupt", 2, 0.8, 8.0, -8.0, 4.8, [H10, S0, KV]),
                         ("ioi", "node", "activation", "corrupt", 2, 0.9, 5.0, 0.5, 4.55, [H00, H10])]),
-        ({"model": M2}, []),
+        ({"model": M2}, [("ioi", "node", "activation", "corrupt", 1, 0.7, 3.0, 0.0, 2.1, [Y00])]),
+    ],
+    "component_matches": [
+        ({"uid": N00}, [(M2, X00, "neuron", 0, 0, "activation", 0, 0.9, 0.6, True)]),
+        ({"uid": X00}, [(M, N00, "neuron", 0, 0, "activation", 0, 0.9, 0.6, True),
+                        (M, N01, "neuron", 0, 1, "activation", 1, 0.5, 0.0, False)]),
+        ({"uid": N10}, []),
+    ],
+    "circuit_matches": [
+        ({"model_a": M, "model_b": M2, "task": "ioi", "level": "node", "method": "activation",
+          "match_method": "activation"}, [(H00, 0, Y00, 0, 0.8, 0.7, True)]),
+        ({"model_a": M, "model_b": M2, "task": "capitals", "level": "node", "method": "activation",
+          "match_method": "activation"}, []),
+    ],
+    "matched_everywhere": [
+        ({"method": "activation", "min_excess": 0.5}, [(H00, M, "head", 0, 0, 1, [Y00]), (N00, M, "neuron", 0, 0, 1, [X00]),
+                                                      (Y00, M2, "head", 0, 0, 1, [H00]), (X00, M2, "neuron", 0, 0, 1, [N00])]),
+        ({"method": "activation", "min_excess": 0.65}, [(H00, M, "head", 0, 0, 1, [Y00]), (Y00, M2, "head", 0, 0, 1, [H00])]),
     ],
     "component_decoding": [
         ({"uid": N00}, _decodes(("in", 0, 2.0, " Paris", 0), ("out", 0, 5.0, " Paris", 0),
@@ -181,7 +214,7 @@ CASES: dict[str, list[tuple[dict, list[tuple]]]] = {
                         (R_H, "heads", None, "complete", 1, ["properties"])]),
     ],
     "label_counts": [
-        ({}, [("Circuit", 2), ("CompgraphMeta", 1), ("Component", 9), ("Head", 3), ("Model", 2), ("Neuron", 4),
+        ({}, [("Circuit", 3), ("CompgraphMeta", 1), ("Component", 10), ("Head", 4), ("Model", 2), ("Neuron", 4),
               ("Run", 7), ("Site", 2), ("Task", 2), ("Token", 3)]),
     ],
     "model_summary": [({"model": M}, [("Head", 3), ("Neuron", 3), ("Site", 2)])],
