@@ -16,8 +16,10 @@ Documents are read until ``max_positions`` aligned positions are collected.
 *Activations* (:func:`neuron_activations`): ``mlp_hidden`` (the out projection's input)
 at the aligned positions of every layer, kept standardized per neuron (zero mean, unit
 variance over the N positions) in ``dtype`` (bfloat16 by default: relative rounding 2⁻⁹,
-see :func:`match_neurons`), together with the same standardized for a random rotation of
-each layer (:func:`compgraph.extract.matching.random_rotation`, seed ``seed + layer``).
+see :func:`match_neurons`), together with the same standardized for the layer's units
+times a random rotation (:func:`compgraph.extract.matching.random_rotation`, seed
+``seed``: one Haar-random matrix per model, drawn once and applied to every layer, the
+product in float32).
 
 *Matching* (:func:`match_neurons`): for every layer pair, r = Zaᵀ Zb / N (the Pearson
 correlation), each unit's baseline against the other layer's rotated units, and each
@@ -143,11 +145,14 @@ def neuron_activations(model, adapter: Adapter, n_layers: int, ids: list[list[in
             rows[layer].append(acts[site][0][select_b, select_t].float().cpu())
         advance()
     z, rotated, constant = [], [], []
+    rotation = None
     for layer in range(n_layers):
         x = torch.cat(rows[layer])
         rows[layer] = []
         standard, still = standardize(x)
-        turned, _ = standardize(x.double() @ matching.random_rotation(x.shape[1], seed + layer))
+        if rotation is None or rotation.shape[0] != x.shape[1]:
+            rotation = matching.random_rotation(x.shape[1], seed, dtype=torch.float32)
+        turned, _ = standardize(x @ rotation)
         z.append(standard.to(dtype))
         rotated.append(turned.to(dtype))
         constant.append(still)
@@ -180,13 +185,17 @@ class NeuronMatches:
 
 
 def _mutual(side: Side, other: list[Side], layer: int) -> torch.Tensor:
-    out = torch.zeros(side.layer.shape[0], dtype=torch.bool)
-    for unit in range(side.layer.shape[0]):
-        lb, j = int(side.layer[unit, 0]), int(side.index[unit, 0])
-        if lb >= 0:
-            back = other[lb]
-            out[unit] = int(back.layer[j, 0]) == layer and int(back.index[j, 0]) == unit
-    return out
+    back_layer = torch.stack([o.layer[:, 0] if o.layer.shape[1] else torch.full((o.layer.shape[0],), -1)
+                              for o in other])  # [layers of the other model, units]: their rank-0 layer
+    back_index = torch.stack([o.index[:, 0] if o.index.shape[1] else torch.full((o.index.shape[0],), -1)
+                              for o in other])
+    if side.layer.shape[1] == 0:
+        return torch.zeros(side.layer.shape[0], dtype=torch.bool)
+    lb, j = side.layer[:, 0], side.index[:, 0]
+    found = lb >= 0
+    lb, j = lb.clamp_min(0), j.clamp_min(0)
+    units = torch.arange(side.layer.shape[0])
+    return found & (back_layer[lb, j] == layer) & (back_index[lb, j] == units)
 
 
 def _empty(units: int, k: int) -> Side:

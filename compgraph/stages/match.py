@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import polars as pl
+import torch
 
 from compgraph import schema
 from compgraph.data.corpus import resolve_corpus
@@ -139,19 +140,22 @@ class MatchStage(Stage):
 def match_rows(side: aligned.Side, mutual, src_model: str, layer: int, dst_model: str) -> pl.DataFrame:
     """MATCHES rows of one layer's units: one per (unit, rank) that has a match."""
     units, k = side.index.shape
-    unit = [u for u in range(units) for _ in range(k)]
-    rank = [r for _ in range(units) for r in range(k)]
     frame = pl.DataFrame({
-        "unit": unit, P.RANK: rank, "dst_layer": side.layer.flatten().tolist(),
-        "dst_index": side.index.flatten().tolist(), P.SCORE: side.score.flatten().tolist(),
-        P.EXCESS: side.excess.flatten().tolist(), "best_mutual": [bool(mutual[u]) for u in unit],
+        "unit": torch.arange(units).repeat_interleave(k).numpy(), P.RANK: torch.arange(k).repeat(units).numpy(),
+        "dst_layer": side.layer.flatten().numpy(), "dst_index": side.index.flatten().numpy(),
+        P.SCORE: side.score.flatten().numpy(), P.EXCESS: side.excess.flatten().numpy(),
+        "best_mutual": mutual.repeat_interleave(k).numpy(),
     }).filter(pl.col("dst_index") >= 0)
-    return pl.DataFrame({
-        "src": [schema.neuron_uid(src_model, layer, u) for u in frame["unit"]],
-        "dst": [schema.neuron_uid(dst_model, lb, j) for lb, j in zip(frame["dst_layer"], frame["dst_index"])],
-        P.METHOD: schema.MatchMethod.ACTIVATION.value, P.SCORE: frame[P.SCORE], P.EXCESS: frame[P.EXCESS], P.RANK: frame[P.RANK],
-        P.MUTUAL: (frame["best_mutual"] & (frame[P.RANK] == 0)),
-    }, schema_overrides={P.RANK: pl.Int64})
+    return frame.select(
+        pl.format(schema.neuron_uid(src_model, layer, 0).removesuffix("0") + "{}", "unit").alias("src"),
+        pl.format(_uid_pattern(dst_model), "dst_layer", "dst_index").alias("dst"),
+        pl.lit(schema.MatchMethod.ACTIVATION.value).alias(P.METHOD), P.SCORE, P.EXCESS,
+        pl.col(P.RANK).cast(pl.Int64), (pl.col("best_mutual") & (pl.col(P.RANK) == 0)).alias(P.MUTUAL))
+
+
+def _uid_pattern(model: str) -> str:
+    """``schema.neuron_uid(model, {}, {})`` as a polars format string."""
+    return schema.neuron_uid(model, 0, 0).replace("/L0/", "/L{}/").removesuffix("0") + "{}"
 
 
 STAGE = register(MatchStage())
