@@ -206,7 +206,7 @@ def _empty(units: int, k: int) -> Side:
 def _merge(best: Side, layer: int, scores: torch.Tensor, baseline: torch.Tensor, constant: torch.Tensor,
            other_constant: torch.Tensor, k: int) -> Side:
     """``best`` (earlier layers of the other model) merged with this layer's top-k; stable."""
-    scores = scores.clone()
+    scores = scores.clone(memory_format=torch.contiguous_format)  # rows contiguous for topk (r.T is not)
     scores[constant] = torch.nan
     scores[:, other_constant] = torch.nan
     top = matching.top_matches(scores, k)
@@ -239,8 +239,8 @@ def match_neurons(a: Standardized, b: Standardized, k: int, *, bf16_matmul: bool
     side_b = [_empty(z.shape[1], k) for z in b.z]
     compute = a.z[0].dtype if a.z[0].dtype != torch.bfloat16 or bf16_matmul else torch.float32
 
-    def product(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return (x.T @ y).double() / n
+    def product(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # float32: one layer pair at a time
+        return (x.T @ y).float() / n
 
     for la, za in enumerate(a.z):
         za, za_rot = za.to(compute), a.rotated[la].to(compute)

@@ -110,7 +110,8 @@ def top_matches(score: torch.Tensor, k: int) -> Matches:
     full, so the answer is that of a stable sort of the whole row.
     """
     k = min(k, score.shape[1])
-    filled = torch.nan_to_num(score.double(), nan=-torch.inf)
+    wide = score if score.dtype in (torch.float32, torch.float64) else score.float()
+    filled = torch.nan_to_num(wide, nan=-torch.inf)
     values, order = torch.topk(filled, k, dim=1)
     order, by_column = torch.sort(order, dim=1)
     values = values.gather(1, by_column)
@@ -122,7 +123,7 @@ def top_matches(score: torch.Tensor, k: int) -> Matches:
         order[crossing] = full
         values[crossing] = filled[crossing].gather(1, full)
     missing = torch.isinf(values) & (values < 0)
-    return Matches(torch.where(missing, -1, order), torch.where(missing, torch.nan, values))
+    return Matches(torch.where(missing, -1, order), torch.where(missing, torch.nan, values.double()))
 
 
 def mutual(forward: Matches, backward: Matches) -> torch.Tensor:
