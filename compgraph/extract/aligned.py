@@ -15,17 +15,18 @@ Documents are read until ``max_positions`` aligned positions are collected.
 
 *Activations* (:func:`neuron_activations`): ``mlp_hidden`` (the out projection's input)
 at the aligned positions of every layer, kept standardized per neuron (zero mean, unit
-variance over the N positions) in ``dtype`` (bfloat16 by default: relative rounding 2⁻⁹,
-see :func:`match_neurons`), together with the same standardized for the layer's units
-times a random rotation (:func:`compgraph.extract.matching.random_rotation`, seed
+variance over the N positions) in ``dtype`` (bfloat16 by default: relative rounding up to
+2⁻⁸, see :func:`match_neurons`), together with the same standardized for the layer's
+standardized units times a random rotation (:func:`compgraph.extract.matching.random_rotation`, seed
 ``seed``: one Haar-random matrix per model, drawn once and applied to every layer, the
 product in float32).
 
 *Matching* (:func:`match_neurons`): for every layer pair, r = Zaᵀ Zb / N (the Pearson
-correlation), each unit's baseline against the other layer's rotated units, and each
-unit's top-k over all of the other model's layers with its excess over the baseline of
-the layer its match lies in; ties go to the lower layer, then the lower index. Memory
-beyond the activations: one layer pair's n_a × n_b scores at a time.
+correlation); each unit's baseline is its best correlation with the rotated units of every
+layer of the other model (Gurnee et al.'s baseline over the whole model), and its top-k
+over all of the other model's layers carry ``excess`` = score − that baseline; ties go to
+the lower layer, then the lower index. Memory beyond the activations: a few n_a × n_b
+float32 matrices of one layer pair at a time.
 """
 
 from __future__ import annotations
@@ -78,13 +79,14 @@ def align(tok_a, tok_b, texts: Iterable[str], *, same_tokenizer: bool, seq_len: 
                                                for i, o in zip(ids_a, offsets_a)])
             ends_b = matching.word_ends(text, [o if i not in special_b else (0, 0)
                                                for i, o in zip(ids_b, offsets_b)])
-            pos_a, pos_b, last = [], [], (None, None)
+            pos_a, pos_b, previous = [], [], (None, None)
             for a, b in zip(ends_a, ends_b):
-                if a is None or b is None or a == last[0] or b == last[1]:
+                shared = a == previous[0] or b == previous[1]  # one token ends this word and the one before
+                previous = (a, b)
+                if a is None or b is None or shared:
                     continue
                 pos_a.append(a)
                 pos_b.append(b)
-                last = (a, b)
             pos_a, pos_b = pos_a[:left], pos_b[:left]
         if pos_a:
             out.ids_a.append(ids_a)
@@ -152,7 +154,7 @@ def neuron_activations(model, adapter: Adapter, n_layers: int, ids: list[list[in
         standard, still = standardize(x)
         if rotation is None or rotation.shape[0] != x.shape[1]:
             rotation = matching.random_rotation(x.shape[1], seed, dtype=torch.float32)
-        turned, _ = standardize(x @ rotation)
+        turned, _ = standardize(standard.float() @ rotation)  # rotate the standardized units: no outlier dominates
         z.append(standard.to(dtype))
         rotated.append(turned.to(dtype))
         constant.append(still)
@@ -203,9 +205,10 @@ def _empty(units: int, k: int) -> Side:
                 torch.empty(units, 0, dtype=torch.float64), torch.empty(units, 0, dtype=torch.float64))
 
 
-def _merge(best: Side, layer: int, scores: torch.Tensor, baseline: torch.Tensor, constant: torch.Tensor,
+def _merge(best: Side, layer: int, scores: torch.Tensor, constant: torch.Tensor,
            other_constant: torch.Tensor, k: int) -> Side:
-    """``best`` (earlier layers of the other model) merged with this layer's top-k; stable."""
+    """``best`` (earlier layers of the other model) merged with this layer's top-k; stable.
+    Excess is filled in at the end (:func:`_excess`)."""
     scores = scores.clone(memory_format=torch.contiguous_format)  # rows contiguous for topk (r.T is not)
     scores[constant] = torch.nan
     scores[:, other_constant] = torch.nan
@@ -213,9 +216,9 @@ def _merge(best: Side, layer: int, scores: torch.Tensor, baseline: torch.Tensor,
     index = torch.cat([best.index, top.index], 1)
     layers = torch.cat([best.layer, torch.where(top.index >= 0, layer, -1)], 1)
     score = torch.cat([best.score, top.score], 1)
-    excess = torch.cat([best.excess, top.score - baseline[:, None]], 1)
     order = torch.sort(-torch.nan_to_num(score, nan=-torch.inf), dim=1, stable=True).indices[:, :k]
-    return Side(layers.gather(1, order), index.gather(1, order), score.gather(1, order), excess.gather(1, order))
+    kept = score.gather(1, order)
+    return Side(layers.gather(1, order), index.gather(1, order), kept, torch.full_like(kept, torch.nan))
 
 
 @torch.no_grad()
@@ -223,20 +226,24 @@ def match_neurons(a: Standardized, b: Standardized, k: int, *, bf16_matmul: bool
                   advance: Callable[[], None] = lambda: None) -> NeuronMatches:
     """Every neuron's top-``k`` in the other model, over every layer pair (module docstring).
 
-    Scores are products of the stored standardized activations. With bfloat16 storage
-    each product term carries a relative rounding of at most 2⁻⁸ (2⁻⁹ per factor), so a
-    score is within 2⁻⁸ · (mean |za zb|) ≤ 2⁻⁸ of the float64 correlation (Cauchy-Schwarz);
-    with ``bf16_matmul`` (a CPU with AMX / AVX-512 BF16, or CUDA: four times float32's
-    speed here) the products run in bfloat16 with float32 accumulation and the result is
-    rounded to bfloat16 once more, within 2⁻⁸ + 2⁻⁹ in all. Both are far below the
-    1/√N sampling error of the correlation itself (0.016 at N = 4096). Without
-    ``bf16_matmul`` the products run in float32.
+    Scores are products of the stored standardized activations. bfloat16 keeps 8
+    significant bits, so each factor is rounded by at most 2⁻⁸ relative and each product
+    term by about 2⁻⁷; a score is within about 2⁻⁷ · (mean |za zb|) ≤ 2⁻⁷ of the float64
+    correlation (Cauchy-Schwarz). With ``bf16_matmul`` (a CPU with AMX / AVX-512 BF16:
+    four times float32's speed here) the products run in bfloat16 with float32
+    accumulation and the result is rounded to bfloat16 once more: within about 2⁻⁷ + 2⁻⁸
+    in all. Rounding errors of N terms mostly cancel, so the error seen is far smaller;
+    the bound is of the order of the correlation's own sampling error (1/√N = 0.016 at
+    N = 4096). Without ``bf16_matmul`` the products run in float32. Everything runs on
+    the CPU.
     """
     if a.n != b.n:
         raise ValueError(f"unaligned activations: {a.n} positions of A, {b.n} of B")
     n = a.n
     side_a = [_empty(z.shape[1], k) for z in a.z]
     side_b = [_empty(z.shape[1], k) for z in b.z]
+    best_a = [torch.full((z.shape[1],), -torch.inf, dtype=torch.float64) for z in a.z]
+    best_b = [torch.full((z.shape[1],), -torch.inf, dtype=torch.float64) for z in b.z]
     compute = a.z[0].dtype if a.z[0].dtype != torch.bfloat16 or bf16_matmul else torch.float32
 
     def product(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # float32: one layer pair at a time
@@ -249,7 +256,15 @@ def match_neurons(a: Standardized, b: Standardized, k: int, *, bf16_matmul: bool
             r = product(za, zb).clamp(-1.0, 1.0)  # rounding may reach past ±1
             base_a = matching.baseline(product(za, b.rotated[lb].to(compute)))
             base_b = matching.baseline(product(zb, za_rot))
-            side_a[la] = _merge(side_a[la], lb, r, base_a, a.constant[la], b.constant[lb], k)
-            side_b[lb] = _merge(side_b[lb], la, r.T, base_b, b.constant[lb], a.constant[la], k)
+            side_a[la] = _merge(side_a[la], lb, r, a.constant[la], b.constant[lb], k)
+            side_b[lb] = _merge(side_b[lb], la, r.T, b.constant[lb], a.constant[la], k)
+            best_a[la] = torch.maximum(best_a[la], base_a.double())
+            best_b[lb] = torch.maximum(best_b[lb], base_b.double())
             advance()
-    return NeuronMatches(side_a, side_b)
+    return NeuronMatches([_excess(s, base) for s, base in zip(side_a, best_a)],
+                         [_excess(s, base) for s, base in zip(side_b, best_b)])
+
+
+def _excess(side: Side, baseline: torch.Tensor) -> Side:
+    """``side`` with excess = score − the unit's baseline over the whole other model."""
+    return side._replace(excess=side.score - baseline[:, None])

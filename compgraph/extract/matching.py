@@ -167,8 +167,9 @@ _WORD = re.compile(r"\S+")
 
 def word_ends(text: str, offsets: Sequence[tuple[int, int]]) -> list[int | None]:
     """For each whitespace-delimited word of ``text``, the index of the token whose character
-    span ``[start, end)`` holds the word's last character (None if no token does: the
-    tokenizer dropped it). ``offsets`` are the tokens' spans in ``text``, as a fast
+    span ``[start, end)`` holds the word's last character — the last such token, when a
+    multi-byte character is split over several (None if no token does: the tokenizer
+    dropped it or the sequence was cut). ``offsets`` are the tokens' spans in ``text``, as a fast
     tokenizer's ``offset_mapping`` gives them (empty spans, e.g. BOS, hold nothing)."""
     ends = []
     token = 0
@@ -177,5 +178,8 @@ def word_ends(text: str, offsets: Sequence[tuple[int, int]]) -> list[int | None]
         while token < len(offsets) and offsets[token][1] <= last:
             token += 1
         hit = token < len(offsets) and offsets[token][0] <= last < offsets[token][1]
+        # byte-level BPE splits a multi-byte character over tokens that share its span: the last one ends the word
+        while hit and token + 1 < len(offsets) and offsets[token + 1][0] <= last < offsets[token + 1][1]:
+            token += 1
         ends.append(token if hit else None)
     return ends

@@ -9,8 +9,7 @@ keeps its ``match_top_k`` best in the other model, in both directions::
     (a)-[:MATCHES {method: "activation", score, excess, rank, mutual, run}]->(b)
 
 ``score`` is the correlation, ``excess`` the score minus the unit's best correlation with
-a random rotation of the other model's units in the layer the match lies in (Gurnee et
-al. 2024), ``rank`` 0 the best match, ``mutual`` whether the two are each other's rank-0
+the other model's units after a random rotation, over all its layers (Gurnee et al. 2024), ``rank`` 0 the best match, ``mutual`` whether the two are each other's rank-0
 match. Definitions: :mod:`compgraph.extract.matching`.
 
 Shards: ``nodes`` (both models' neurons, identity only, so edges never miss an endpoint),
@@ -18,8 +17,12 @@ then ``a:L{l}`` for each of A's layers (the edges leaving A's layer l) and ``b:L
 each of B's (the edges leaving B's layer l), so the edges leaving one neuron come from one
 shard. Every layer shard reads one all-layer-pairs matching, computed once per job from
 the two models' activations (memory: both models' standardized activations and their
-rotations, ``4 · N · (L_A · d_A + L_B · d_B)`` bytes in bfloat16, plus one layer pair's
-scores); a resumed job computes it again.
+rotations, ``4 · N · (L_A · d_A + L_B · d_B)`` bytes in bfloat16, besides both models'
+weights and a few float32 matrices of one layer pair); a resumed job computes it again.
+The pair's run belongs to the model whose name sorts first (``compgraph match`` orders
+them; ``ingest --match-with`` in the other order is refused), so no two runs write the
+same edges. A document's first position is kept (Qwen adds no BOS token): attention-sink
+activations there count like any other position.
 """
 
 from __future__ import annotations
@@ -89,10 +92,33 @@ class MatchStage(Stage):
     def validate(self, info: ModelInfo, config: MatchConfig) -> None:
         if config.match_with == info.name:
             raise ConfigError(f"cannot match {info.name} with itself")
+        if config.match_with < info.name:  # one run per pair, so no two runs write the same edges
+            raise ConfigError(f"the run matching {info.name} and {config.match_with} belongs to "
+                              f"{config.match_with} (the name that sorts first): use `compgraph match`")
         other = self._other(config)
         for model in (info, other):
             if model.is_moe:
                 raise ConfigError(f"match: {model.name} is a MoE model; only dense MLP neurons are matched")
+            if not model.causal:
+                raise ConfigError(f"match: {model.name} is not a causal LM (sequences are right-padded "
+                                  "without an attention mask)")
+
+    def check_inputs(self, ctx, config: MatchConfig) -> None:
+        self._alignment(ctx, config)  # before the job writes anything: a corpus too short is refused here
+
+    def _alignment(self, ctx, config: MatchConfig) -> aligned.Aligned:
+        def compute() -> aligned.Aligned:
+            a, b = ctx.model(), ctx.other_model(config.match_source)
+            same = ctx.tokenizer_id == schema.tokenizer_uid("vocab", b.tokenizer.get_vocab())
+            texts = resolve_corpus(ctx.corpus_spec).documents()
+            where = aligned.align(a.tokenizer, b.tokenizer, texts, same_tokenizer=same, seq_len=config.seq_len,
+                                  max_positions=config.match_positions)
+            if where.n < config.match_positions:
+                raise ConfigError(f"match: the corpus gives {where.n} aligned positions, fewer than "
+                                  f"--match-positions {config.match_positions}")
+            return where
+
+        return ctx.memo(("align", config), compute)
 
     def shards(self, info: ModelInfo, config: MatchConfig, execution) -> list[str]:
         other = self._other(config)
@@ -102,13 +128,7 @@ class MatchStage(Stage):
     def _matches(self, ctx, config: MatchConfig) -> aligned.NeuronMatches:
         def compute() -> aligned.NeuronMatches:
             a, b = ctx.model(), ctx.other_model(config.match_source)
-            same = ctx.tokenizer_id == schema.tokenizer_uid("vocab", b.tokenizer.get_vocab())
-            texts = resolve_corpus(ctx.corpus_spec).documents()
-            where = aligned.align(a.tokenizer, b.tokenizer, texts, same_tokenizer=same, seq_len=config.seq_len,
-                                  max_positions=config.match_positions)
-            if where.n < config.match_positions:
-                raise ConfigError(f"match: the corpus gives {where.n} aligned positions, fewer than "
-                                  f"--match-positions {config.match_positions}")
+            where = self._alignment(ctx, config)
             batch = ctx.execution.batch_size
             sides = []
             for loaded, ids, pos in ((a, where.ids_a, where.pos_a), (b, where.ids_b, where.pos_b)):
@@ -117,7 +137,7 @@ class MatchStage(Stage):
                 sides.append(aligned.neuron_activations(loaded.model, loaded.adapter, n_layers, ids, pos,
                                                         batch_size=batch, seed=config.match_seed, advance=advance))
             pairs = len(sides[0].z) * len(sides[1].z)
-            return aligned.match_neurons(*sides, config.match_top_k, bf16_matmul=loading.native_bf16(a.device),
+            return aligned.match_neurons(*sides, config.match_top_k, bf16_matmul=loading.native_bf16("cpu"),
                                          advance=ctx.progress("match: layer pairs", pairs))
 
         return ctx.memo(("match", config), compute)

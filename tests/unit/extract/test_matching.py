@@ -95,6 +95,8 @@ def test_word_ends_align_two_tokenizations_of_one_text():
     assert matching.word_ends(text, a) == [1, 2, 5]
     assert matching.word_ends(text, b) == [1, 3, 4]
     assert matching.word_ends("ab cd", [(0, 2)]) == [0, None]  # a word no token covers
+    # "café": byte-level BPE splits "é" into two tokens that share its span; the second ends the word
+    assert matching.word_ends("café ok", [(0, 3), (3, 4), (3, 4), (4, 7)]) == [2, 3]
 
 
 def test_a_permuted_copy_is_recovered_exactly_and_beats_its_rotated_baseline():
