@@ -6,21 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from click.testing import CliRunner
-
-from compgraph.cli.main import main
 
 from tests.helpers.models import TINY
+from tests.integration.test_ingest import cli  # noqa: F401  (the fixture: the CLI on a store in tmp_path/kb)
 from tests.unit.stages.test_match import _copy
 
 UNITS = TINY["layers"] * TINY["d_mlp"]
-
-
-@pytest.fixture
-def cli(tmp_path, monkeypatch):
-    monkeypatch.setenv("COMPGRAPH_STORE", str(tmp_path / "kb"))
-    runner = CliRunner()
-    return lambda *args: runner.invoke(main, list(args), catch_exceptions=False)
 
 
 def _rows(cli, cypher: str) -> list[dict]:
