@@ -143,7 +143,8 @@ class MatchStage(Stage):
         return ctx.memo(("match", config), compute)
 
     def run(self, ctx, config: MatchConfig, shard: str) -> Frames:
-        info, other = ctx.info, self._other(config)
+        # resolving the other model reads its GGUF's index: once per job, not once per shard
+        info, other = ctx.info, ctx.memo(("other_info", config.match_source), lambda: self._other(config))
         if shard == "nodes":
             return Frames.of(nodes=[(schema.NEURON, rows.neuron_identity(m.name, layer, m.d_mlp))
                                     for m in (info, other) for layer in range(m.n_layers)])
@@ -167,15 +168,11 @@ def match_rows(side: aligned.Side, mutual, src_model: str, layer: int, dst_model
         "best_mutual": mutual.repeat_interleave(k).numpy(),
     }).filter(pl.col("dst_index") >= 0)
     return frame.select(
-        pl.format(schema.neuron_uid(src_model, layer, 0).removesuffix("0") + "{}", "unit").alias("src"),
-        pl.format(_uid_pattern(dst_model), "dst_layer", "dst_index").alias("dst"),
+        pl.Series("src", [schema.neuron_uid(src_model, layer, u) for u in frame["unit"].to_list()]),
+        pl.Series("dst", [schema.neuron_uid(dst_model, lb, j)
+                          for lb, j in zip(frame["dst_layer"].to_list(), frame["dst_index"].to_list())]),
         pl.lit(schema.MatchMethod.ACTIVATION.value).alias(P.METHOD), P.SCORE, P.EXCESS,
         pl.col(P.RANK).cast(pl.Int64), (pl.col("best_mutual") & (pl.col(P.RANK) == 0)).alias(P.MUTUAL))
-
-
-def _uid_pattern(model: str) -> str:
-    """``schema.neuron_uid(model, {}, {})`` as a polars format string."""
-    return schema.neuron_uid(model, 0, 0).replace("/L0/", "/L{}/").removesuffix("0") + "{}"
 
 
 STAGE = register(MatchStage())
