@@ -19,7 +19,7 @@ width`` numbers (:meth:`LayerStats.nbytes`); one pass stops after the last layer
 
 *Precision.* With ``compute_dtype=torch.bfloat16`` the forward pass runs under
 ``torch.autocast`` (matmuls in bfloat16, weights kept as they are) while every statistic
-is accumulated in float32 (sums in float64), as ``compgraph ingest --dtype auto`` does on a
+is accumulated in float32 (each batch's sum added into float64 totals), as ``compgraph ingest --dtype auto`` does on a
 CPU that computes bfloat16 natively (:func:`compgraph.models.loading.native_bf16`). The
 error this adds is bounded in ``tests/unit/extract/test_stats.py`` and measured on SmolLM2
 in the README.
@@ -56,13 +56,22 @@ class LayerStats:
 
     def add(self, hidden: torch.Tensor, pre: torch.Tensor, keep: torch.Tensor, slots: torch.Tensor) -> None:
         """hidden, pre: [tokens, width] (activation, indicator); keep: [tokens] bool; slots:
-        the tracked slot of each kept token, or -1."""
-        act = hidden[keep].float()
-        self.total += act.sum(0, dtype=torch.float64)
-        torch.maximum(self.maximum, act.max(0).values, out=self.maximum)
-        self.active += (pre[keep] > 0).sum(0)
-        hit = slots >= 0
-        sel, index = act[hit], slots[hit]
+        the tracked slot of each kept token, or -1.
+
+        One batch's sum is taken in float32 and added to the float64 total; the indicator is
+        counted as the float32 sum of its clamped signs (exact below 2^24 tokens a batch).
+        Rows are picked with ``index_select`` (a boolean mask costs several times more)."""
+        rows = torch.nonzero(keep).flatten()
+        whole = rows.numel() == keep.numel()
+        act = (hidden if whole else hidden.index_select(0, rows)).float()
+        ind = pre if whole else pre.index_select(0, rows)
+        if act.shape[0] == 0:
+            return
+        self.total += act.sum(0).double()
+        torch.maximum(self.maximum, act.amax(0), out=self.maximum)
+        self.active += ind.float().sign_().clamp_(min=0).sum(0).long()
+        hit = torch.nonzero(slots >= 0).flatten()
+        sel, index = act.index_select(0, hit), slots.index_select(0, hit)
         self.by_token.index_add_(0, index, sel)
         self.by_token_max.scatter_reduce_(0, index.unsqueeze(1).expand(-1, sel.shape[1]), sel, "amax")
 
