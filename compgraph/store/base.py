@@ -35,7 +35,7 @@ from compgraph import schema
 from compgraph.errors import ConfigError, MissingEndpointError, SchemaVersionError
 from compgraph.schema import NodeKind, RelKind
 from compgraph.store import cypher
-from compgraph.store.rows import EdgeRow, EdgeRows, NodeRow, Records, chunks, edge_rows, node_rows, to_frame
+from compgraph.store.rows import EdgeRow, EdgeRows, NodeRow, Records, chunks, edge_rows, gc_paused, node_rows, to_frame
 
 OnMissing = Literal["error", "skip"]
 Filter = dict[str, Any]
@@ -222,6 +222,10 @@ class BaseStore(ABC):
 
     # ---- typed reads and deletes --------------------------------------------------------
     def nodes(self, kind: NodeKind, *, uids: list[str] | None = None, where: Filter | None = None) -> pl.DataFrame:
+        with gc_paused():
+            return self._nodes(kind, uids, where)
+
+    def _nodes(self, kind: NodeKind, uids: list[str] | None, where: Filter | None) -> pl.DataFrame:
         if uids is not None:
             records = []
             for batch in chunks(list(dict.fromkeys(uids)), LOOKUP_BATCH):
@@ -237,8 +241,9 @@ class BaseStore(ABC):
     def edges(self, rel: RelKind, *, where: Filter | None = None, source_where: Filter | None = None,
               target_where: Filter | None = None) -> pl.DataFrame:
         statement, params = cypher.read_edges(rel, where, source_where, target_where)
-        return props_frame([{"src": r["src"], "dst": r["dst"], **(r["props"] or {})}
-                            for r in self._read(statement, params)], ["src", "dst"])
+        with gc_paused():
+            return props_frame([{"src": r["src"], "dst": r["dst"], **(r["props"] or {})}
+                                for r in self._read(statement, params)], ["src", "dst"])
 
     def delete_edges(self, rel: RelKind, *, where: Filter | None = None, source_where: Filter | None = None) -> int:
         statement, params = cypher.delete_edges(rel, where, source_where, DEFAULT_BATCH)

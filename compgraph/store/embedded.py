@@ -380,7 +380,7 @@ class EmbeddedStore(BaseStore):
 
     def _read(self, statement: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         try:
-            return self._db.query("opencypher", statement, params).to_json_list()
+            return list(_rows(self._db.query("opencypher", statement, params)))
         except self._arcade.ArcadeDBError as err:
             raise _store_error(err) from err
 

@@ -8,6 +8,8 @@ frame only where one is asked for (:func:`to_frame`), without losing a key or a 
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import itertools
 import math
 import re
@@ -134,6 +136,21 @@ def edge_rows(rel: RelKind, frame: pl.DataFrame) -> EdgeRows:
                     frame[TARGET].unique(maintain_order=True).to_list())
 
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off while a read builds millions of row dicts
+    (none of them in a cycle): each collection walks every live container, so with it on
+    reading SmolLM2's 2.3 M ``CONNECTS`` cost 44 s instead of 14 s. Restored on the way out
+    (left off when the caller had it off)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def chunks(items: list, size: int) -> Iterator[list]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
@@ -198,7 +215,8 @@ class Records:
 
     def to_frame(self) -> pl.DataFrame:
         """Every remaining row as a frame (see :func:`to_frame`)."""
-        return to_frame(list(self), self.keys)
+        with gc_paused():
+            return to_frame(list(self), self.keys)
 
     def close(self) -> None:
         close, self._close = self._close, None
