@@ -35,7 +35,9 @@ from compgraph import schema
 from compgraph.errors import ConfigError, MissingEndpointError, SchemaVersionError
 from compgraph.schema import NodeKind, RelKind
 from compgraph.store import cypher
-from compgraph.store.rows import EdgeRow, EdgeRows, NodeRow, Records, chunks, edge_rows, gc_paused, node_rows, to_frame
+from compgraph.store.rows import (
+    EdgeRow, EdgeRows, NodeRow, Records, chunks, edge_rows, gc_paused, node_rows, to_frame,
+)
 
 OnMissing = Literal["error", "skip"]
 Filter = dict[str, Any]
@@ -191,6 +193,7 @@ class BaseStore(ABC):
         return checked_schema_version(self.location, rows[0]["v"] if rows else None)
 
     # ---- merges -------------------------------------------------------------------
+    @gc_paused()
     def merge_nodes(self, kind: NodeKind, rows: pl.DataFrame, *, batch_size: int = DEFAULT_BATCH) -> WriteResult:
         _check_batch(batch_size)
         prepared = node_rows(rows)  # validates the whole frame before anything is written
@@ -203,6 +206,7 @@ class BaseStore(ABC):
             self._create_nodes(kind, new, batch_size)
         return WriteResult(created=len(new), updated=len(old))
 
+    @gc_paused()
     def merge_edges(self, rel: RelKind, rows: pl.DataFrame, *, on_missing: OnMissing = "error",
                     batch_size: int = DEFAULT_BATCH, replace: Collection[str] = ()) -> WriteResult:
         _check_batch(batch_size)
@@ -221,11 +225,8 @@ class BaseStore(ABC):
                            skipped=skipped, deleted=len(plan.stale))
 
     # ---- typed reads and deletes --------------------------------------------------------
+    @gc_paused()
     def nodes(self, kind: NodeKind, *, uids: list[str] | None = None, where: Filter | None = None) -> pl.DataFrame:
-        with gc_paused():
-            return self._nodes(kind, uids, where)
-
-    def _nodes(self, kind: NodeKind, uids: list[str] | None, where: Filter | None) -> pl.DataFrame:
         if uids is not None:
             records = []
             for batch in chunks(list(dict.fromkeys(uids)), LOOKUP_BATCH):
@@ -238,12 +239,12 @@ class BaseStore(ABC):
             props = [r["props"] for r in self._read(statement, params)]
         return props_frame(props, ["uid"])
 
+    @gc_paused()
     def edges(self, rel: RelKind, *, where: Filter | None = None, source_where: Filter | None = None,
               target_where: Filter | None = None) -> pl.DataFrame:
         statement, params = cypher.read_edges(rel, where, source_where, target_where)
-        with gc_paused():
-            return props_frame([{"src": r["src"], "dst": r["dst"], **(r["props"] or {})}
-                                for r in self._read(statement, params)], ["src", "dst"])
+        return props_frame([{"src": r["src"], "dst": r["dst"], **(r["props"] or {})}
+                            for r in self._read(statement, params)], ["src", "dst"])
 
     def delete_edges(self, rel: RelKind, *, where: Filter | None = None, source_where: Filter | None = None) -> int:
         statement, params = cypher.delete_edges(rel, where, source_where, DEFAULT_BATCH)

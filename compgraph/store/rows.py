@@ -138,10 +138,11 @@ def edge_rows(rel: RelKind, frame: pl.DataFrame) -> EdgeRows:
 
 @contextlib.contextmanager
 def gc_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector off while a read builds millions of row dicts
-    (none of them in a cycle): each collection walks every live container, so with it on
-    reading SmolLM2's 2.3 M ``CONNECTS`` cost 44 s instead of 14 s. Restored on the way out
-    (left off when the caller had it off)."""
+    """Python's cyclic garbage collector off while a read or a write turns millions of rows
+    into dicts (none of them in a cycle): each collection walks every live container, so
+    with it on reading SmolLM2's 2.3 M ``CONNECTS`` cost 44 s instead of 14 s and writing
+    edges ran at 48k instead of 69k a second (``benchmarks/store_write.py``). Restored on the
+    way out (left off when the caller had it off); a context manager or a decorator."""
     was = gc.isenabled()
     gc.disable()
     try:

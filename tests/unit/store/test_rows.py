@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import gc
+
 import polars as pl
 import pytest
 
 from compgraph import schema
 from compgraph.errors import ConfigError, QueryError
 from compgraph.store import cypher
-from compgraph.store.rows import edge_rows, node_rows, to_frame
+from compgraph.store.rows import edge_rows, gc_paused, node_rows, to_frame
 
 
 def test_node_rows_dedupe_last_wins_and_drop_nulls():
@@ -71,3 +73,25 @@ def test_schema_uids_and_kinds():
     assert len({k.type for k in schema.REL_KINDS}) == len(schema.REL_KINDS)
     tok_a = schema.tokenizer_uid("gpt2", {"a": 0, "b": 1})
     assert tok_a == schema.tokenizer_uid("gpt2", {"b": 1, "a": 0}) != schema.tokenizer_uid("gpt2", {"a": 1, "b": 0})
+
+
+def test_gc_paused_restores_the_collector_and_leaves_it_as_the_caller_had_it():
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+
+    @gc_paused()
+    def fails():
+        assert not gc.isenabled()
+        raise ValueError("inside")
+    with pytest.raises(ValueError, match="inside"):
+        fails()
+    assert gc.isenabled()  # restored on an exception too
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()  # the caller had it off: left off
+    finally:
+        gc.enable()
