@@ -41,6 +41,8 @@ def handle_errors(fn):
         try:
             return fn(*args, **kwargs)
         except CompgraphError as err:
+            if (stop := received_stop()) is not None:  # the signal's error, wrapped by the code it stopped
+                stopped(stop)
             if ctx.find_root().params.get("debug"):
                 raise
             _fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
@@ -66,6 +68,18 @@ def stopped(stop: Interrupted) -> None:
     sys.exit(stop.exit_code)
 
 
+_received: list[Interrupted] = []
+"""The stop signal this command received, if any (see :func:`received_stop`)."""
+
+
+def received_stop() -> Interrupted | None:
+    """The Interrupted a signal raised during this command, or None. Code the signal
+    interrupted may wrap it in an error of its own (a C extension being imported turns it
+    into ``ImportError: initialization failed``): an error seen after a stop signal is
+    reported as that stop."""
+    return _received[-1] if _received else None
+
+
 def _stop_at_once(signum, frame) -> None:
     os._exit(128 + signum)
 
@@ -82,6 +96,7 @@ def catch_signals(ctx: click.Context) -> None:
     same command resumes."""
     if threading.current_thread() is not threading.main_thread():
         return
+    _received.clear()
     previous: dict[int, Any] = {}
     handled = threading.Event()
 
@@ -89,7 +104,8 @@ def catch_signals(ctx: click.Context) -> None:
         handled.set()
         for sig in previous:  # stopping now: a second signal ends the process at once
             signal.signal(sig, _stop_at_once)
-        raise Interrupted(signum)
+        _received.append(Interrupted(signum))
+        raise _received[-1]
 
     for name in ("SIGINT", "SIGTERM", "SIGHUP"):
         sig = getattr(signal, name, None)

@@ -15,17 +15,22 @@ import logging
 import click
 
 from compgraph.cli import analyse, ingest, query, serve, train
-from compgraph.cli.common import catch_signals, stopped
+from compgraph.cli.common import catch_signals, received_stop, stopped
 from compgraph.errors import Interrupted
 
 
 class _Main(click.Group):
-    """The command group: a signal anywhere in a command ends it with one line."""
+    """The command group: a signal anywhere in a command ends it with one line, even when
+    the code it interrupted turned it into another error (:func:`received_stop`)."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except Interrupted as stop:
+            stopped(stop)
+        except Exception:
+            if (stop := received_stop()) is None:
+                raise
             stopped(stop)
 
 

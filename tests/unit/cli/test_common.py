@@ -43,3 +43,33 @@ def test_a_declared_check_refuses_before_any_work(tmp_path):
     last = result.output.strip().splitlines()[-1]
     assert last == "error: --top-k must be at least 1, not 0", result.output
     assert not store.exists()
+
+
+def test_a_stop_signal_wrapped_in_another_error_still_ends_as_the_stop():
+    """A signal that lands inside a C extension's import surfaces as ImportError: the command
+    still ends with the stop's one line and 128 + signum."""
+    import os
+    import signal
+
+    import click
+
+    from compgraph.cli.common import catch_signals
+    from compgraph.cli.main import _Main
+
+    @click.group(cls=_Main)
+    @click.pass_context
+    def group(ctx):
+        catch_signals(ctx)
+
+    @group.command()
+    def work():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(10**6):
+                pass
+        except BaseException as err:  # what pybind11 does to an error raised in a module's init
+            raise ImportError("initialization failed") from err
+
+    got = CliRunner().invoke(group, ["work"])
+    assert got.exit_code == 128 + signal.SIGTERM
+    assert got.output.strip().splitlines()[-1] == "error: stopped by SIGTERM; run the same command again to resume"
