@@ -27,6 +27,8 @@ from compgraph.errors import CompgraphError, ConfigError, Interrupted
 # ---- errors and signals ----------------------------------------------------------------------
 
 def _fail(message: str) -> None:
+    if (stop := received_stop()) is not None:  # the signal's error, wrapped by the code it stopped
+        stopped(stop)
     click.echo(f"error: {message}", err=True)
     sys.exit(1)
 
@@ -41,8 +43,6 @@ def handle_errors(fn):
         try:
             return fn(*args, **kwargs)
         except CompgraphError as err:
-            if (stop := received_stop()) is not None:  # the signal's error, wrapped by the code it stopped
-                stopped(stop)
             if ctx.find_root().params.get("debug"):
                 raise
             _fail(str(err).splitlines()[0] if str(err) else type(err).__name__)

@@ -91,7 +91,7 @@ def test_gc_paused_restores_the_collector_and_leaves_it_as_the_caller_had_it():
     gc.disable()
     try:
         with gc_paused():
-            pass
+            assert not gc.isenabled()
         assert not gc.isenabled()  # the caller had it off: left off
     finally:
         gc.enable()
