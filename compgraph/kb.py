@@ -262,13 +262,15 @@ class KB:
     def _graph_edges(self, rel: str, model: str, task: str | None, method: str | None,
                      among: list[str] | None = None) -> pl.DataFrame:
         kind, weight, label = _GRAPH_EDGE[rel]
-        where = _present({TASK: task, METHOD: method}) if kind is schema.CAUSES else None
+        causal = kind is schema.CAUSES
+        where = _present({TASK: task, METHOD: method}) if causal else None
         ends = {} if among is None else {UID: among}
+        wanted = (weight, label, TASK, METHOD) if causal else (weight, label)  # a lean read: millions of edges
         found = _conform(self.store.edges(kind, where=where, source_where={MODEL: model, **ends},
-                                          target_where=ends or None),
+                                          target_where=ends or None, properties=wanted),
                          {"src": pl.String, "dst": pl.String, weight: pl.Float64, label: pl.String,
                           TASK: pl.String, METHOD: pl.String})
-        if kind is not schema.CAUSES:  # task and method belong to attribution edges only
+        if not causal:  # task and method belong to attribution edges only
             found = found.with_columns(pl.lit(None, dtype=pl.String).alias(c) for c in (TASK, METHOD))
         return found.select("src", "dst", pl.lit(str(rel)).alias("rel"), pl.col(weight).alias(WEIGHT),
                             pl.col(label).alias(KIND), TASK, METHOD).cast(GRAPH_EDGE_COLUMNS)

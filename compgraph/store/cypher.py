@@ -7,6 +7,7 @@ by :func:`ident`); every value travels as a ``$parameter``.
 from __future__ import annotations
 
 import re
+from typing import Sequence
 
 from compgraph.errors import QueryError
 from compgraph.schema import INDEXED, META, UNIQUE_KEY_LABELS, NodeKind, RelKind
@@ -168,10 +169,14 @@ def _edge_match(rel: RelKind, where: dict | None, source_where: dict | None,
 
 
 def read_edges(rel: RelKind, where: dict | None, source_where: dict | None,
-               target_where: dict | None = None) -> tuple[str, dict]:
-    """Rows ``{src, dst, props}`` of the matching edges."""
+               target_where: dict | None = None, properties: Sequence[str] | None = None) -> tuple[str, dict]:
+    """Rows ``{src, dst, props}`` of the matching edges; with ``properties``, rows ``{src,
+    dst, p0, p1, …}``: those properties alone, ``p<i>`` the i-th (null where an edge has none)."""
     match, params = _edge_match(rel, where, source_where, target_where)
-    return f"{match} RETURN a.uid AS src, b.uid AS dst, properties(e) AS props", params
+    if properties is None:
+        return f"{match} RETURN a.uid AS src, b.uid AS dst, properties(e) AS props", params
+    columns = "".join(f", e.{ident(p)} AS p{i}" for i, p in enumerate(properties))
+    return f"{match} RETURN a.uid AS src, b.uid AS dst{columns}", params
 
 
 def delete_edges(rel: RelKind, where: dict | None, source_where: dict | None, limit: int) -> tuple[str, dict]:

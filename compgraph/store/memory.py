@@ -9,7 +9,7 @@ Nothing is persisted.
 
 from __future__ import annotations
 
-from typing import Any, Collection
+from typing import Any, Collection, Sequence
 
 import polars as pl
 
@@ -27,7 +27,7 @@ from compgraph.store.base import (
     plan_edge_merge,
     props_frame,
 )
-from compgraph.store.rows import EdgeRows, edge_rows, node_rows
+from compgraph.store.rows import EdgeRows, edge_rows, node_rows, to_frame
 
 
 class MemoryStore:
@@ -109,12 +109,16 @@ class MemoryStore:
                 if matches(props, where) and (not source_where or matches(sources.get(identity[0], {}), source_where))]
 
     def edges(self, rel: RelKind, *, where: Filter | None = None, source_where: Filter | None = None,
-              target_where: Filter | None = None) -> pl.DataFrame:
+              target_where: Filter | None = None, properties: Sequence[str] | None = None) -> pl.DataFrame:
         table = self._edges.get(rel.type, {})
         targets = self._nodes.get(rel.target.key_label, {})
         target_where = prepared(target_where)
-        return props_frame([{"src": i[0], "dst": i[1], **table[i]} for i in self._matching_edges(rel, where, source_where)
-                            if not target_where or matches(targets.get(i[1], {}), target_where)], ["src", "dst"])
+        found = [i for i in self._matching_edges(rel, where, source_where)
+                 if not target_where or matches(targets.get(i[1], {}), target_where)]
+        if properties is not None:
+            return to_frame([{"src": i[0], "dst": i[1], **{p: table[i].get(p) for p in properties}} for i in found],
+                            ["src", "dst", *properties])
+        return props_frame([{"src": i[0], "dst": i[1], **table[i]} for i in found], ["src", "dst"])
 
     def delete_edges(self, rel: RelKind, *, where: Filter | None = None, source_where: Filter | None = None) -> int:
         doomed = self._matching_edges(rel, where, source_where)

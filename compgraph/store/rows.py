@@ -326,11 +326,12 @@ def _series(name: str, values: list[Any]) -> pl.Series:
     with every key any row has (null where a row lacks it); ints mixed with floats as
     floats where exact; anything that shares no type (mixed lists, a key holding an
     int here and a string there) as an Object column of the values themselves."""
-    if not any(type(v) in (list, dict) for v in values):
-        try:
-            return pl.Series(name, values)  # strict: raises on mixed scalar types
-        except (TypeError, ValueError, OverflowError, pl.exceptions.PolarsError):
-            pass
+    try:  # strict: raises on mixed scalar types; a nested result is checked below, value by value
+        series = pl.Series(name, values)
+        if not series.dtype.is_nested() and series.dtype != pl.Object:
+            return series
+    except (TypeError, ValueError, OverflowError, pl.exceptions.PolarsError):
+        pass
     kind = None
     for value in values:
         kind = _merge(kind, _kind(value))

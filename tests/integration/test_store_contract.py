@@ -242,6 +242,22 @@ def test_edge_reads_and_deletes_by_run_and_source(store):
     assert sorted(left["run"].to_list()) == ["r1", "r2"] and n_nodes(store, schema.NEURON) == 30
 
 
+def test_lean_edge_reads_return_the_named_properties_alone(store):
+    store.merge_nodes(schema.NEURON, neurons(4))
+    store.merge_nodes(schema.TOKEN, tokens(3))
+    rows = decodes([(0, 0), (0, 1), (0, 2)], [0, 1, 2], "r1").with_columns(
+        logit=pl.Series([0.5, -1.25, 2.0]))
+    store.merge_edges(schema.DECODES_TO, rows)
+    lean = store.edges(schema.DECODES_TO, source_where={"model": "m"}, properties=["logit", "rank", "absent"])
+    assert lean.columns == ["src", "dst", "logit", "rank", "absent"]
+    assert lean.sort("rank").select("src", "logit", "rank").to_dicts() == [
+        {"src": schema.neuron_uid("m", 0, i), "logit": w, "rank": i} for i, w in enumerate([0.5, -1.25, 2.0])]
+    assert lean["absent"].to_list() == [None, None, None]
+    full = store.edges(schema.DECODES_TO).select("src", "dst", "logit", "rank")
+    assert lean.select("src", "dst", "logit", "rank").sort("rank").equals(full.sort("rank"))
+    assert store.edges(schema.DECODES_TO, where={"run": "r9"}, properties=["rank"]).height == 0
+
+
 def test_replacing_merge_deletes_the_stale_edges_of_named_runs(store):
     store.merge_nodes(schema.NEURON, neurons(10))
     store.merge_nodes(schema.TOKEN, tokens(6))
