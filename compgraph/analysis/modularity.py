@@ -34,13 +34,27 @@ so the same partition always gets the same labels.
 
 *Null model* (:func:`null_model_z`): ``n`` randomised graphs (:func:`randomised`): the
 undirected view rewired by degree-preserving double-edge swaps (``igraph``
-``Graph.rewire``, ``rewire`` trials per edge — :data:`REWIRE_TRIALS_PER_EDGE`, 2 by
+``Graph.rewire``, ``trials`` swap trials per edge — :data:`REWIRE_TRIALS_PER_EDGE`, 2 by
 default —, no self-loops or parallel edges created), then the multiset of edge weights
 shuffled over the new edges. Each keeps every node's degree (number of neighbours) and
 the weights, not every node's strength. On each, the communities are found again by the
 same method (and iterations) and their Q measured; ``z = (Q − mean) / std`` (``std``
-with ddof = 1; ``z = NaN`` when ``std`` is 0 or ``n < 2``). (Up to 0.1.0: 10 trials per
-edge; the README compares the two on the SmolLM2 store.)
+with ddof = 1; ``z = NaN`` when ``std`` is 0 or ``n < 2``).
+
+*Chains.* The Leiden path draws its samples as ``chains`` Markov chains of swaps
+(:data:`NULL_CHAINS`, 2 by default; samples ``j·n/chains ..`` form chain ``j``): a chain's
+first sample is ``trials`` per edge away from the observed graph, each later one ``step``
+more (:data:`CHAIN_STEP_TRIALS`, 1 by default) away from the one before, its weights
+shuffled afresh. Every sample is at least ``trials`` per edge from the observed graph, so
+none keeps more of its structure than an independent sample would (what biases a null
+drawn with fewer trials from the observed graph: the null mean rises towards Q);
+successive samples of a chain share the edges the step did not swap (at 1 trial per edge
+about e^-2 ≈ 14 % of them when nearly every trial is accepted), so their Q's are mildly
+correlated and the std of the samples is estimated slightly low (a lag-1 correlation ρ
+lowers the expected variance of a chain of m samples by the factor 1 − 2ρ/m). The gain:
+a sample costs ``step`` instead of ``trials`` swap trials per edge. ``step=None`` draws
+every sample from the observed graph (the default before chains; 0.1.0 did so with 10
+trials per edge); ``benchmarks/modularity.py`` compares them on the SmolLM2 store.
 
 *Frames* (:func:`from_frames`): the same undirected view built from node ids and an edge
 frame (``src``, ``dst``, ``weight``) without networkx — what ``compgraph analyse
@@ -73,7 +87,11 @@ Leiden = Callable[..., list[int]]
 Partition = dict[Hashable, int]
 
 REWIRE_TRIALS_PER_EDGE = 2
-"""Swap trials per edge of the null model's rewiring."""
+"""Swap trials per edge from the observed graph to a null sample (a chain's first)."""
+CHAIN_STEP_TRIALS = 1
+"""Swap trials per edge from one sample of a null chain to the next."""
+NULL_CHAINS = 2
+"""Markov chains the null samples are drawn in (the Leiden path; module docstring)."""
 LEIDEN_ITERATIONS = 2
 """Leiden passes (igraph's and leidenalg's default); -1 iterates until a pass improves nothing."""
 
@@ -301,11 +319,29 @@ def sample_seeds(seed: int, n: int) -> list[tuple[int, int]]:
     return [(rng.randrange(2**31), rng.randrange(2**31)) for _ in range(n)]
 
 
-def _null_sample(g, seeds: tuple[int, int], *, trials: float, resolution: float, find: Leiden) -> float:
-    """Q of the communities ``find`` finds on one randomised copy of ``g``."""
-    rewire_seed, leiden_seed = seeds
-    r = _rewired(g, rewire_seed, trials)
-    return _igraph_q(r, find(r, seed=leiden_seed), resolution)
+def chain_seeds(seeds: list[tuple[int, int]], chains: int | None) -> list[list[tuple[int, int]]]:
+    """The samples' seeds split into ``chains`` consecutive runs as even as can be (the
+    first ones one longer); None: every sample a chain of its own."""
+    if chains is None or chains >= len(seeds):
+        return [[s] for s in seeds]
+    size, extra = divmod(len(seeds), chains)
+    out, start = [], 0
+    for j in range(chains):
+        stop = start + size + (j < extra)
+        out.append(seeds[start:stop])
+        start = stop
+    return out
+
+
+def _null_chain(g, seeds: list[tuple[int, int]], *, trials: float, step: float | None, resolution: float,
+                find: Leiden) -> list[float]:
+    """Q of the communities ``find`` finds on each sample of one chain drawn from ``g``: the
+    first ``trials`` swap trials per edge from ``g``, each next ``step`` from the one before."""
+    out, r = [], g
+    for i, (rewire_seed, leiden_seed) in enumerate(seeds):
+        r = _rewired(r, rewire_seed, trials if i == 0 else step)
+        out.append(_igraph_q(r, find(r, seed=leiden_seed), resolution))
+    return out
 
 
 def _map(work, items: list, workers: int) -> list:
@@ -323,14 +359,16 @@ def _map(work, items: list, workers: int) -> list:
 
 def null_model_z(G: "nx.Graph | Undirected", *, n: int = 20, seed: int = 0, weight: str = "weight",
                  method: Method = "auto", resolution: float = 1.0, iterations: int = LEIDEN_ITERATIONS,
-                 trials: float = REWIRE_TRIALS_PER_EDGE, workers: int = 1, leiden: Leiden | None = None,
+                 trials: float = REWIRE_TRIALS_PER_EDGE, step: float | None = CHAIN_STEP_TRIALS,
+                 chains: int = NULL_CHAINS, workers: int = 1, leiden: Leiden | None = None,
                  membership: list[int] | None = None) -> dict[str, Any]:
     """Q of the communities found on ``G`` (a networkx graph, or a view from
     :func:`from_frames`) against Q of those found on ``n`` randomised graphs (``trials``
     swap trials per edge): ``{q, mean, std, z, samples, partition}`` (module docstring;
     ``partition`` is :func:`communities` of ``G`` with the same arguments). Leiden's
-    samples run in ``workers`` processes (each sample's seeds are drawn first, so the
-    result does not depend on ``workers``).
+    samples are drawn in ``chains`` chains of ``step`` trials per edge between samples
+    (``step=None``: each from ``G``; module docstring), the chains in ``workers`` processes
+    (each sample's seeds are drawn first, so the result does not depend on ``workers``).
 
     ``leiden``: another community search for the Leiden method, ``(igraph graph, seed=)
     -> membership`` (one label per vertex), in place of igraph's (Neo4j GDS's:
@@ -339,6 +377,8 @@ def null_model_z(G: "nx.Graph | Undirected", *, n: int = 20, seed: int = 0, weig
     the samples are searched. Q is always this module's, on this module's view."""
     if n < 0:
         raise ConfigError(f"n must be >= 0, not {n}")
+    if chains < 1 or (step is not None and step <= 0) or trials <= 0:
+        raise ConfigError(f"chains must be >= 1 and trials and step > 0, not {chains}, {trials} and {step}")
     method = _resolve(method)
     if method != "leiden" and (leiden is not None or membership is not None):
         raise ConfigError("leiden= and membership= apply to the Leiden method only")
@@ -351,8 +391,9 @@ def null_model_z(G: "nx.Graph | Undirected", *, n: int = 20, seed: int = 0, weig
         if len(membership) != g.vcount():
             raise ConfigError(f"membership has {len(membership)} labels for {g.vcount()} vertices")
         q, partition = _igraph_q(g, membership, resolution), _canonical(nodes, _membership_groups(nodes, membership))
-        work = functools.partial(_null_sample, g, trials=trials, resolution=resolution, find=find)
-        samples = _map(work, sample_seeds(seed, n), workers if leiden is None else 1)
+        work = functools.partial(_null_chain, g, trials=trials, step=step, resolution=resolution, find=find)
+        runs = chain_seeds(sample_seeds(seed, n), None if step is None else chains)
+        samples = [q for chain in _map(work, runs, workers if leiden is None else 1) for q in chain]
     else:
         if isinstance(G, Undirected):
             raise ConfigError("louvain runs on a networkx graph; use method='leiden' for a view from frames")

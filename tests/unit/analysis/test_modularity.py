@@ -227,3 +227,57 @@ def test_another_community_search_and_a_given_membership():
     with pytest.raises(ConfigError, match="Leiden method only"):
         M.null_model_z(G, n=0, method="louvain", leiden=halves)
 
+
+
+def test_chain_seeds_split_into_even_consecutive_runs():
+    seeds = [(i, 10 + i) for i in range(7)]
+    assert M.chain_seeds(seeds, 3) == [seeds[0:3], seeds[3:5], seeds[5:7]]
+    assert M.chain_seeds(seeds, None) == [[s] for s in seeds]
+    assert M.chain_seeds(seeds, 9) == [[s] for s in seeds]  # more chains than samples: one each
+    assert M.chain_seeds([], 2) == []
+
+
+def _edge_set(g) -> set:
+    return {tuple(sorted(e)) for e in g.get_edgelist()}
+
+
+def test_a_null_chain_steps_from_each_sample_to_the_next():
+    """Sample 0 is ``trials`` per edge from the graph, sample i+1 ``step`` from sample i; each
+    keeps every degree and the weight multiset, and Q is measured on the sample searched."""
+    G = nx.gnm_random_graph(60, 240, seed=3)
+    for i, (u, v) in enumerate(G.edges()):
+        G[u][v]["weight"] = 1.0 + i % 4
+    g = M._view(G).graph
+    seen = []
+
+    def record(r, *, seed):
+        seen.append((r.copy(), seed))
+        return [v % 2 for v in range(r.vcount())]
+
+    seeds = [(11, 1), (12, 2), (13, 3)]
+    qs = M._null_chain(g, seeds, trials=2, step=0.5, resolution=1.0, find=record)
+    assert [s for _, s in seen] == [1, 2, 3]
+    expected = [M._rewired(g, 11, 2)]
+    expected += [M._rewired(expected[0], 12, 0.5)]
+    expected += [M._rewired(expected[1], 13, 0.5)]
+    for (got, _), want in zip(seen, expected):
+        assert got.get_edgelist() == want.get_edgelist() and got.es["weight"] == want.es["weight"]
+        assert got.degree() == g.degree()
+        assert sorted(got.es["weight"]) == sorted(g.es["weight"])
+    assert qs == [M._igraph_q(r, [v % 2 for v in range(r.vcount())], 1.0) for r, _ in seen]
+    assert _edge_set(seen[1][0]) != _edge_set(seen[0][0]) != _edge_set(g)
+
+
+def test_chained_and_independent_null_samples():
+    G = nx.planted_partition_graph(3, 20, 0.5, 0.05, seed=4)
+    independent = M.null_model_z(G, n=4, seed=2, step=None)
+    one_each = M.null_model_z(G, n=4, seed=2, chains=4)  # chains of one sample: drawn from G, as step=None
+    assert one_each == independent
+    chained = M.null_model_z(G, n=4, seed=2, chains=2, step=1)
+    assert chained["samples"][0] == independent["samples"][0]  # a chain starts from G
+    assert chained["samples"][2] == independent["samples"][2]  # so does the second chain
+    assert chained["q"] == independent["q"] and chained["partition"] == independent["partition"]
+    assert M.null_model_z(G, n=4, seed=2, workers=2) == M.null_model_z(G, n=4, seed=2)  # not on workers
+    for bad in ({"chains": 0}, {"step": 0}, {"trials": -1}):
+        with pytest.raises(ConfigError, match="chains must be"):
+            M.null_model_z(G, n=2, **bad)
