@@ -22,7 +22,8 @@ forward pass on the clean prompts:
 - edge level: M(circuit) = the clean run where each destination receives, for every edge
   into it that is not in the circuit, the source's ablated output instead of its output
   in this run (:func:`compgraph.effects.edges.edge_patched_metric`); full = every edge in
-  (the clean run), empty = no edge in.
+  (the clean run), empty = no edge in (with ``corrupt`` ablation that is the corrupt run,
+  whose M is taken instead of running the same pass again).
 
 So the full circuit has faithfulness 1 and the empty circuit 0, exactly (the same forward
 pass, deterministic); NaN when M(full) = M(empty).

@@ -166,12 +166,16 @@ def _source_sites(d: Dims) -> list:
     return [("embed", None)] + [(name, layer) for layer in range(d.n_layers) for name in ("attn_head_z", "mlp_out")]
 
 
-def _run_sources(model, adapter: Adapter, inputs: Inputs, d: Dims, check: bool = False) -> dict:
+def _run_sources(model, adapter: Adapter, inputs: Inputs, d: Dims, check: bool = False,
+                 logits: list | None = None) -> dict:
+    """Every source's output on ``inputs`` (the run's logits appended to ``logits`` when given)."""
     sites = _source_sites(d)
     if check:
         sites += [(name, layer) for layer in range(d.n_layers) for name in ("resid_pre", "resid_post", "attn_out")]
     with torch.no_grad(), capture(model, adapter, sites) as acts:
-        forward_logits(model, inputs)
+        out = forward_logits(model, inputs)
+    if logits is not None:
+        logits.append(out)
     values = {site: got[0] for site, got in acts.items()}
     if check:
         _check_additive(values, d)
@@ -601,9 +605,13 @@ def edge_patched_metric(model, adapter: Adapter, task: TaskBatch, in_circuit: to
 
 def edge_patched_metrics(model, adapter: Adapter, task: TaskBatch, circuits: list[torch.Tensor], metric: Metric, *,
                          ablation: str = "corrupt", graph: EdgeGraph | None = None, seed: int = 0,
-                         memory: int = DEFAULT_MEMORY) -> list[float]:
+                         memory: int = DEFAULT_MEMORY, empty_is_corrupt: bool = True) -> list[float]:
     """:func:`edge_patched_metric` of several circuits, the ablated source outputs computed
-    once per chunk of examples; one forward pass per circuit."""
+    once per chunk of examples; one forward pass per circuit, except that, with ``corrupt``
+    ablation, a circuit without a single edge takes M of the corrupt run that made those
+    outputs (``empty_is_corrupt``): every destination then receives every source's corrupt
+    output, so its input is the corrupt run's residual, and the patched pass would compute
+    that run again (the same value up to float rounding)."""
     if ablation not in ("corrupt", "mean", "zero", "resample"):
         raise ConfigError(f"unknown ablation {ablation!r}")
     graph = graph or edge_graph(model, adapter)
@@ -615,8 +623,9 @@ def edge_patched_metrics(model, adapter: Adapter, task: TaskBatch, circuits: lis
     per_token = len(graph.sources) * d.d_model * 4
     for chunk in example_chunks(task.n, task.width, max(1, memory // per_token)):
         sub = task.rows(chunk)
+        corrupt_logits: list = []
         if ablation == "corrupt":
-            target = _run_sources(model, adapter, sub.corrupt, d)
+            target = _run_sources(model, adapter, sub.corrupt, d, logits=corrupt_logits)
         elif ablation == "resample":
             target = _run_sources(model, adapter, task.clean.rows(perm[chunk]), d)
         elif ablation == "mean":
@@ -624,9 +633,12 @@ def edge_patched_metrics(model, adapter: Adapter, task: TaskBatch, circuits: lis
         else:
             target = {site: torch.zeros((), device=device_of(model)) for site in _source_sites(d)}
         for i, in_circuit in enumerate(circuits):
-            patch = _EdgePatch(model, adapter, graph, graph.valid & ~in_circuit, target, w_o, qkv)
-            with torch.no_grad(), patch.hooks():
-                logits = forward_logits(model, sub.clean)
+            if corrupt_logits and empty_is_corrupt and not bool((graph.valid & in_circuit).any()):
+                logits = corrupt_logits[0]
+            else:
+                patch = _EdgePatch(model, adapter, graph, graph.valid & ~in_circuit, target, w_o, qkv)
+                with torch.no_grad(), patch.hooks():
+                    logits = forward_logits(model, sub.clean)
             totals[i] += float(per_example(metric, logits, sub.answer_ids, sub.wrong_ids).sum())
     return [t / task.n for t in totals]
 

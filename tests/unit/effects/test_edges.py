@@ -16,6 +16,7 @@ import functools
 import pytest
 import torch
 
+from compgraph.effects import edges
 from compgraph.effects.edges import edge_attribution, edge_graph, edge_patched_metric
 from compgraph.errors import ConfigError
 from compgraph.models import params
@@ -238,8 +239,10 @@ def test_edge_interventions(family):
         clean = float(run(model, t["clean_ids"], t).mean())
         corrupt = float(run(model, t["corrupt_ids"], t).mean())
     assert edge_patched_metric(model, adapter, tk, graph.valid.clone(), metric) == clean
-    assert edge_patched_metric(model, adapter, tk, torch.zeros_like(graph.valid), metric) == pytest.approx(
-        corrupt, rel=1e-9, abs=1e-12)
+    none = torch.zeros_like(graph.valid)
+    assert edge_patched_metric(model, adapter, tk, none, metric) == corrupt  # the corrupt run itself
+    patched = edges.edge_patched_metrics(model, adapter, tk, [none], metric, empty_is_corrupt=False)[0]
+    assert patched == pytest.approx(corrupt, rel=1e-9, abs=1e-12)  # what the patched pass gives, run
     for src, dst, kind in [EDGES[0], EDGES[1], EDGES[2], EDGES[5], EDGES[8]]:
         if dst[0] == "kv_head" and dst[2] >= params.head_dims(model.config)[1]:
             continue
@@ -268,7 +271,6 @@ def test_edge_patching_by_complement_equals_the_direct_sum(family, monkeypatch):
     """A destination's shift computed as (every source it reads − the kept ones) equals the
     direct sum over the ablated ones (float64), for circuits from almost empty to almost full."""
 
-    from compgraph.effects import edges
 
     model, adapter = effects_model(family)
     t = task()
@@ -290,7 +292,6 @@ def test_edge_patched_shifts_equal_a_sum_over_sources(family, monkeypatch):
     their complement) equal, in float64, the sum written here: for each destination, over each
     source whose edge into it is ablated, (ablated − current output), a head's from its z slice
     and its columns of the raw o projection weight."""
-    from compgraph.effects import edges
 
     model, adapter = effects_model(family)
     t = task()
