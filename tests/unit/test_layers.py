@@ -15,7 +15,7 @@ ROOT = Path(compgraph.__file__).parent
 
 LAYERS: list[set[str]] = [
     {"errors"},                                           # the ground floor: the error tree,
-    {"schema", "render", "options", "cache"},             # the vocabulary, output, options, the cache folder
+    {"schema", "render", "options", "cache", "allocator"},  # the vocabulary, output, options, the cache folder, malloc
     {"data", "models", "store"},                          # data, models, stores
     {"library", "extract", "weights"},                    # named queries; algorithms
     {"effects"},                                          # algorithms: causal effects
