@@ -59,6 +59,7 @@ prefix, once per pass) minus the product over the kept rows: the same sum in ano
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -108,6 +109,18 @@ class EdgeGraph:
         base = 1 + layer * (self.dims.n_heads + 1)
         return slice(base, base + self.dims.n_heads) if kind == "head" else slice(base + self.dims.n_heads,
                                                                                   base + self.dims.n_heads + 1)
+
+    @functools.cached_property
+    def prefix_rows(self) -> torch.Tensor:
+        """[D]: per destination, the number r of sources it reads when they are the first r
+        rows (sources 0 .. r-1, none after); -1 otherwise."""
+        out = torch.full((self.valid.shape[1],), -1, dtype=torch.long)
+        for j in range(self.valid.shape[1]):
+            reads = torch.nonzero(self.valid[:, j]).flatten()
+            count = int(reads.numel())
+            if count == 0 or int(reads[-1]) == count - 1:
+                out[j] = count
+        return out
 
     def dest_layer(self, layer: int | None) -> slice:
         """Columns of one layer's destinations (None: the logits)."""
@@ -175,7 +188,7 @@ def _run_sources(model, adapter: Adapter, inputs: Inputs, d: Dims, check: bool =
     with torch.no_grad(), capture(model, adapter, sites) as acts:
         out = forward_logits(model, inputs)
     if logits is not None:
-        logits.append(out)
+        logits.append(out.clone())  # not a view that would keep every position's logits alive
     values = {site: got[0] for site, got in acts.items()}
     if check:
         _check_additive(values, d)
@@ -408,13 +421,14 @@ class _EdgePatch:
     :meth:`delta`)."""
 
     def __init__(self, model, adapter, graph: EdgeGraph, outside: torch.Tensor, target: dict, w_o, qkv,
-                 complement: bool = True, merge: bool = True):
+                 complement: bool = True):
         self.model, self.adapter, self.graph, self.d = model, adapter, graph, graph.dims
         self.outside = outside.to(torch.get_default_dtype())  # [S, D] 1 where the edge is ablated
         self.target, self.w_o, self.qkv = target, w_o, qkv
         self.kept = (graph.valid & (outside == 0)).to(self.outside.dtype)  # valid edges in the circuit
         self.groups = self._groups()
-        self.complement, self.merge = complement, merge
+        self.stops = graph.prefix_rows
+        self.complement = complement
         self._reset()
 
     def _reset(self) -> None:
@@ -423,7 +437,7 @@ class _EdgePatch:
         self.buffer: torch.Tensor | None = None  # [S, n, T, d]: ablated − current output per source
         self.filled = 0  # rows of the buffer written (groups in source order)
         self._cum: tuple[int, torch.Tensor | None] = (0, None)  # (rows, their sum) of the running prefix
-        self._early: dict = {}  # per layer: the shift of its destinations from the sources before its heads
+        self._qkv: dict = {}  # per layer: the shift of its q, k and v destinations, computed once
 
     def _groups(self) -> list[tuple[slice, tuple, int | None]]:
         """Every source group (rows, site, layer) in source order: embed, then per layer heads, mlp."""
@@ -457,19 +471,19 @@ class _EdgePatch:
             self.filled = group.stop
         return self.buffer
 
-    def _product(self, w: torch.Tensor, first: int = 0) -> torch.Tensor | None:
-        """Σ_s w[s, j] · diff_(first+s), [D_cols, n, T, d]: one matrix product over the rows where
-        ``w`` has a one (a slice of the buffer when they fill most of the span from ``first``)."""
+    def _product(self, w: torch.Tensor) -> torch.Tensor | None:
+        """Σ_s w[s, j] · diff_s, [D_cols, n, T, d]: one matrix product over the rows where ``w``
+        has a one (a slice of the buffer when they start at row 0 and fill most of the span)."""
         used = torch.nonzero(w.any(1)).flatten()
         if used.numel() == 0:
             return None
-        start, stop = int(used[0]), int(used[-1]) + 1
-        buf = self._fill(first + stop)
+        stop = int(used[-1]) + 1
+        buf = self._fill(stop)
         flat = buf.view(buf.shape[0], -1)
-        if used.numel() * 2 >= stop - start:
-            rows, wr = flat[first + start:first + stop], w[start:stop]
+        if used.numel() * 2 >= stop:
+            rows, wr = flat[:stop], w[:stop]
         else:
-            rows, wr = flat.index_select(0, (used + first).to(flat.device)), w[used]
+            rows, wr = flat.index_select(0, used.to(flat.device)), w[used]
         out = torch.mm(wr.T.to(flat.dtype).to(flat.device), rows)
         return out.view(w.shape[1], *buf.shape[1:])
 
@@ -485,52 +499,28 @@ class _EdgePatch:
         self._cum = (stop, total)
         return total
 
-    def delta(self, cols: slice, rows: slice | None = None) -> torch.Tensor | None:
-        """[D_cols, n, T, d] (or [1, n, T, d], the same for every column) input shift of some
-        destinations from the sources of ``rows`` (default: all): Σ over those sources whose
-        edge into a destination is ablated of (ablated − current output); None when every
-        such edge is in the circuit.
+    def delta(self, cols: slice) -> torch.Tensor | None:
+        """[D_cols, n, T, d] input shift of some destinations: Σ over the sources whose edge
+        into a destination is ablated of (ablated − current output); None when every edge into
+        them is in the circuit.
 
         A product over the rows holding an ablated edge, or, when fewer rows hold an edge kept
-        in the circuit and every destination reads every source of ``rows``, the sum of those
-        sources (from row 0: a running prefix, summed once per pass) minus the product over
-        the kept rows: the same sum in another order (float noise)."""
-        rows = slice(0, len(self.graph.sources)) if rows is None else rows
-        w = self.outside[rows, cols]
+        in the circuit and the destinations read the same first sources, the sum of those
+        sources (a running prefix, summed once per pass) minus the product over the kept rows:
+        the same sum in another order (float noise)."""
+        w = self.outside[:, cols]
         if not bool(w.any()):
             return None
         if not self.complement:
-            return self._product(w, rows.start)
-        kept = self.kept[rows, cols]
-        if not bool(self.graph.valid[rows, cols].all()) or int(kept.any(1).sum()) >= int(w.any(1).sum()):
-            return self._product(w, rows.start)
-        total = self._prefix(rows.stop) if rows.start == 0 else self._fill(rows.stop)[rows].sum(0, keepdim=True)
-        minus = self._product(kept, rows.start)
+            return self._product(w)
+        kept = self.kept[:, cols]
+        stops = self.stops[cols]
+        if bool((stops < 0).any()) or bool((stops != stops[0]).any()) or \
+                int(kept.any(1).sum()) >= int(w.any(1).sum()):
+            return self._product(w)
+        total = self._prefix(int(stops[0]))
+        minus = self._product(kept)
         return total if minus is None else total - minus
-
-    def _early_shift(self, layer: int) -> torch.Tensor | None:
-        """The shift of every destination of ``layer`` (q, k, v of its heads, then its MLP)
-        from the sources before its heads, one product for all of them (once per pass): they
-        read the same buffer rows, which a product reads once whatever the columns."""
-        if layer not in self._early:
-            cols = self.graph.dest_layer(layer)
-            rows = slice(0, self.graph.source_group(layer, "head").start)
-            self._early[layer] = self.delta(cols if self.merge else slice(cols.start, cols.stop - 1), rows)
-        return self._early[layer]
-
-    def _mlp_shift(self, layer: int) -> torch.Tensor | None:
-        """The MLP of ``layer``'s shift: from the sources before the layer's heads (taken from
-        :meth:`_early_shift`), plus from the layer's own heads where they feed it."""
-        col = self.graph.dest_layer(layer).stop - 1
-        if not self.merge:
-            return self.delta(slice(col, col + 1))
-        early = self._early_shift(layer)
-        if early is not None and early.shape[0] > 1:
-            early = early[-1:]
-        late = self.delta(slice(col, col + 1), self.graph.source_group(layer, "head"))
-        if early is None or late is None:
-            return late if early is None else early
-        return early + late
 
     def qkv_fn(self, layer: int, name: str):
         d, cols = self.d, self.graph.dest_layer(layer)
@@ -540,7 +530,9 @@ class _EdgePatch:
         w = getattr(self.qkv[layer], "W_" + name.upper())
 
         def fn(value):
-            shift = self._early_shift(layer)  # q, k and v read the sources before the layer's heads
+            if layer not in self._qkv:  # q, k and v read the same sources: one product for all
+                self._qkv[layer] = self.delta(slice(cols.start, cols.stop - 1))
+            shift = self._qkv[layer]
             if shift is None or not bool(self.outside[:, sel].any()):
                 return value
             if shift.shape[0] > 1:
@@ -557,12 +549,14 @@ class _EdgePatch:
         d = self.d
         out = {}
         for layer in range(d.n_layers):
-            out[("mlp", layer)] = (lambda x, layer=layer: self._shift(self._mlp_shift(layer), x))
-        out[("final", None)] = (lambda x: self._shift(self.delta(self.graph.dest_layer(None)), x))
+            cols = self.graph.dest_layer(layer)
+            mlp_col = slice(cols.stop - 1, cols.stop)
+            out[("mlp", layer)] = (lambda x, c=mlp_col: self._shift(c, x))
+        out[("final", None)] = (lambda x: self._shift(self.graph.dest_layer(None), x))
         return out
 
-    @staticmethod
-    def _shift(shift: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    def _shift(self, cols: slice, x: torch.Tensor) -> torch.Tensor:
+        shift = self.delta(cols)
         return torch.zeros_like(x) if shift is None else shift[0].to(x.dtype)
 
     @contextlib.contextmanager

@@ -11,7 +11,6 @@ norm, logits destination), ε = 1 and the agreement is exact.
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import pytest
 import torch
@@ -270,6 +269,7 @@ def test_sandwich_norms_are_refused():
 def test_edge_patching_by_complement_equals_the_direct_sum(family, monkeypatch):
     """A destination's shift computed as (every source it reads − the kept ones) equals the
     direct sum over the ablated ones (float64), for circuits from almost empty to almost full."""
+    import functools
 
 
     model, adapter = effects_model(family)
@@ -310,7 +310,7 @@ def test_edge_patched_shifts_equal_a_sum_over_sources(family, monkeypatch):
         w = o[cols, :] if adapter.conv1d else o[:, cols].T
         return values[("attn_head_z", layer)][..., index, :] @ w.detach()
 
-    def summed(patch, cols, rows=None):  # every source, whatever rows the pass asks for
+    def summed(patch, cols):
         w = patch.outside[:, cols]
         if not bool(w.any()):
             return None
@@ -326,10 +326,6 @@ def test_edge_patched_shifts_equal_a_sum_over_sources(family, monkeypatch):
     generator = torch.Generator().manual_seed(1)
     masks = [graph.valid & (torch.rand(graph.valid.shape, generator=generator) < p) for p in (0.03, 0.3, 0.7, 0.97)]
     got = edges.edge_patched_metrics(model, adapter, tk, masks, metric, graph=graph)
-    # the reference: each destination's shift summed over every source on its own (a layer's
-    # q, k, v and MLP shifts not split at its heads and shared, as the pass does)
-    init = edges._EdgePatch.__init__
-    monkeypatch.setattr(edges._EdgePatch, "__init__", functools.partialmethod(init, merge=False))
     monkeypatch.setattr(edges._EdgePatch, "delta", summed)
     want = edges.edge_patched_metrics(model, adapter, tk, masks, metric, graph=graph)
     assert got == pytest.approx(want, rel=1e-9, abs=1e-12)
