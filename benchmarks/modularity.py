@@ -12,8 +12,8 @@ frames (:meth:`compgraph.kb.KB.component_tables`):
 - **independent**: igraph's C Leiden, every null graph 2 swap trials per edge from the
   observed graph (``step=None``: the default before chains), one process per core;
 - **now** (the default of :func:`compgraph.analysis.modularity.null_model_z`): the same
-  Leiden, the null graphs drawn in 2 chains (2 trials per edge to a chain's first sample,
-  1 more per edge to each next), one chain per core.
+  Leiden, the null graphs drawn in one chain per core, at least 2 (2 trials per edge to a
+  chain's first sample, 1 more per edge to each next).
 
 Each reports Q, the null mean and std, z and its wall seconds. z's own sampling noise: the
 std of ``n`` null samples has a relative standard error of about ``1/sqrt(2(n-1))`` (24 %

@@ -42,7 +42,9 @@ same method (and iterations) and their Q measured; ``z = (Q − mean) / std`` (`
 with ddof = 1; ``z = NaN`` when ``std`` is 0 or ``n < 2``).
 
 *Chains.* The Leiden path draws its samples as ``chains`` Markov chains of swaps
-(:data:`NULL_CHAINS`, 2 by default; samples ``j·n/chains ..`` form chain ``j``): a chain's
+(default: one per worker process, at least :data:`NULL_CHAINS` = 2, so that every core
+runs one; the samples in order, split into ``chains`` consecutive runs as even as can be,
+the first ones one longer: :func:`chain_seeds`; ``chains ≥ n`` is independent samples): a chain's
 first sample is ``trials`` per edge away from the observed graph, each later one ``step``
 more (:data:`CHAIN_STEP_TRIALS`, 1 by default) away from the one before, its weights
 shuffled afresh. Every sample is at least ``trials`` per edge from the observed graph, so
@@ -360,15 +362,16 @@ def _map(work, items: list, workers: int) -> list:
 def null_model_z(G: "nx.Graph | Undirected", *, n: int = 20, seed: int = 0, weight: str = "weight",
                  method: Method = "auto", resolution: float = 1.0, iterations: int = LEIDEN_ITERATIONS,
                  trials: float = REWIRE_TRIALS_PER_EDGE, step: float | None = CHAIN_STEP_TRIALS,
-                 chains: int = NULL_CHAINS, workers: int = 1, leiden: Leiden | None = None,
+                 chains: int | None = None, workers: int = 1, leiden: Leiden | None = None,
                  membership: list[int] | None = None) -> dict[str, Any]:
     """Q of the communities found on ``G`` (a networkx graph, or a view from
     :func:`from_frames`) against Q of those found on ``n`` randomised graphs (``trials``
     swap trials per edge): ``{q, mean, std, z, samples, partition}`` (module docstring;
     ``partition`` is :func:`communities` of ``G`` with the same arguments). Leiden's
     samples are drawn in ``chains`` chains of ``step`` trials per edge between samples
-    (``step=None``: each from ``G``; module docstring), the chains in ``workers`` processes
-    (each sample's seeds are drawn first, so the result does not depend on ``workers``).
+    (default ``max(NULL_CHAINS, workers)``; ``step=None``: each from ``G``; module
+    docstring), the chains in ``workers`` processes (each sample's seeds are drawn first, so
+    for a given ``chains`` the result does not depend on ``workers``).
 
     ``leiden``: another community search for the Leiden method, ``(igraph graph, seed=)
     -> membership`` (one label per vertex), in place of igraph's (Neo4j GDS's:
@@ -377,8 +380,9 @@ def null_model_z(G: "nx.Graph | Undirected", *, n: int = 20, seed: int = 0, weig
     the samples are searched. Q is always this module's, on this module's view."""
     if n < 0:
         raise ConfigError(f"n must be >= 0, not {n}")
-    if chains < 1 or (step is not None and step <= 0) or trials <= 0:
-        raise ConfigError(f"chains must be >= 1 and trials and step > 0, not {chains}, {trials} and {step}")
+    chains = max(NULL_CHAINS, workers) if chains is None else chains
+    if chains < 1 or (step is not None and step <= 0) or trials < 0:
+        raise ConfigError(f"chains must be >= 1, trials >= 0 and step > 0, not {chains}, {trials} and {step}")
     method = _resolve(method)
     if method != "leiden" and (leiden is not None or membership is not None):
         raise ConfigError("leiden= and membership= apply to the Leiden method only")

@@ -164,7 +164,8 @@ def _modularity_row(rel: str, n_nodes: int, n_edges: int, partition: dict, null:
 
 
 PARALLEL_EDGES = 100_000
-"""From this many edges on, the null model's samples run in one process per core."""
+"""From this many edges on, the null model's samples run in one process per core (one swap
+chain each: :func:`compgraph.analysis.modularity.null_model_z`)."""
 
 
 def _workers(n_edges: int) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 
@@ -276,8 +277,17 @@ def test_chained_and_independent_null_samples():
     chained = M.null_model_z(G, n=4, seed=2, chains=2, step=1)
     assert chained["samples"][0] == independent["samples"][0]  # a chain starts from G
     assert chained["samples"][2] == independent["samples"][2]  # so does the second chain
+    assert chained["samples"][1] != independent["samples"][1]  # the next steps on from the first
+    g, find = M._view(G).graph, functools.partial(M._leiden_membership, resolution=1.0,
+                                                  iterations=M.LEIDEN_ITERATIONS)
+    seeds = M.sample_seeds(2, 4)
+    by_hand = [q for run in (seeds[:2], seeds[2:])
+               for q in M._null_chain(g, run, trials=2, step=1, resolution=1.0, find=find)]
+    assert chained["samples"] == by_hand
+    assert M.null_model_z(G, n=4, seed=2) == chained  # the default: 2 chains, 1 trial per edge between samples
+    assert M.null_model_z(G, n=4, seed=2, workers=4) == one_each  # a chain per worker
     assert chained["q"] == independent["q"] and chained["partition"] == independent["partition"]
     assert M.null_model_z(G, n=4, seed=2, workers=2) == M.null_model_z(G, n=4, seed=2)  # not on workers
-    for bad in ({"chains": 0}, {"step": 0}, {"trials": -1}):
+    for bad in ({"chains": 0}, {"step": 0}, {"trials": -1}):  # trials=0 is allowed: one swap, as always
         with pytest.raises(ConfigError, match="chains must be"):
             M.null_model_z(G, n=2, **bad)
