@@ -14,7 +14,7 @@ import logging
 
 import click
 
-from compgraph.allocator import keep_freed_memory
+from compgraph.allocator import COMPUTING, keep_freed_memory
 from compgraph.cli import analyse, ingest, query, serve, train
 from compgraph.cli.common import catch_signals, received_stop, stopped
 from compgraph.errors import Interrupted
@@ -42,7 +42,8 @@ class _Main(click.Group):
 def main(ctx: click.Context, debug: bool) -> None:
     """compgraph: a graph-database knowledge base of model components."""
     catch_signals(ctx)
-    keep_freed_memory()  # before any tensor: freed blocks reused, not faulted in again (compgraph.allocator)
+    if ctx.invoked_subcommand in COMPUTING:  # before any tensor: freed blocks reused (compgraph.allocator)
+        keep_freed_memory()
     if not debug:  # the driver logs what its error says again ("Unable to retrieve routing ...")
         driver_log = logging.getLogger("neo4j")
         driver_log.addHandler(logging.NullHandler())

@@ -243,6 +243,7 @@ class BaseStore(ABC):
     @gc_paused()
     def edges(self, rel: RelKind, *, where: Filter | None = None, source_where: Filter | None = None,
               target_where: Filter | None = None, properties: Sequence[str] | None = None) -> pl.DataFrame:
+        properties = checked_properties(properties)
         statement, params = cypher.read_edges(rel, where, source_where, target_where, properties)
         if properties is not None:
             aliases = [f"p{i}" for i in range(len(properties))]
@@ -388,6 +389,16 @@ def props_frame(records: list[dict[str, Any]], first: list[str]) -> pl.DataFrame
                 seen.add(key)
                 columns.append(key)
     return to_frame(records, columns)
+
+
+def checked_properties(properties: Sequence[str] | None) -> list[str] | None:
+    """The property names of a lean edge read, refused when one repeats or is ``src`` / ``dst``."""
+    if properties is None:
+        return None
+    names = list(properties)
+    if bad := sorted({p for p in names if names.count(p) > 1 or p in ("src", "dst")}):
+        raise ConfigError(f"edge properties to read must be distinct and not src or dst: {', '.join(bad)}")
+    return names
 
 
 def _check_batch(batch_size: int) -> None:

@@ -23,6 +23,7 @@ from compgraph.store.base import (
     WriteResult,
     prepared,
     _check_batch,
+    checked_properties,
     matches,
     plan_edge_merge,
     props_frame,
@@ -113,6 +114,7 @@ class MemoryStore:
         table = self._edges.get(rel.type, {})
         targets = self._nodes.get(rel.target.key_label, {})
         target_where = prepared(target_where)
+        properties = checked_properties(properties)
         found = [i for i in self._matching_edges(rel, where, source_where)
                  if not target_where or matches(targets.get(i[1], {}), target_where)]
         if properties is not None:

@@ -326,9 +326,10 @@ def _series(name: str, values: list[Any]) -> pl.Series:
     with every key any row has (null where a row lacks it); ints mixed with floats as
     floats where exact; anything that shares no type (mixed lists, a key holding an
     int here and a string there) as an Object column of the values themselves."""
-    try:  # strict: raises on mixed scalar types; a nested result is checked below, value by value
+    try:  # strict: raises on mixed scalar types; lists and maps are checked below, value by value
         series = pl.Series(name, values)
-        if not series.dtype.is_nested() and series.dtype != pl.Object:
+        if not (series.dtype.is_nested() or series.dtype == pl.Object) or \
+                not any(type(v) in (list, dict) for v in values):  # other sequences (tuples) as polars reads them
             return series
     except (TypeError, ValueError, OverflowError, pl.exceptions.PolarsError):
         pass

@@ -255,7 +255,11 @@ def test_lean_edge_reads_return_the_named_properties_alone(store):
     assert lean["absent"].to_list() == [None, None, None]
     full = store.edges(schema.DECODES_TO).select("src", "dst", "logit", "rank")
     assert lean.select("src", "dst", "logit", "rank").sort("rank").equals(full.sort("rank"))
-    assert store.edges(schema.DECODES_TO, where={"run": "r9"}, properties=["rank"]).height == 0
+    none = store.edges(schema.DECODES_TO, where={"run": "r9"}, properties=["rank"])
+    assert none.height == 0 and none.columns == ["src", "dst", "rank"]
+    for bad in (["rank", "rank"], ["src"]):
+        with pytest.raises(ConfigError, match="distinct and not src or dst"):
+            store.edges(schema.DECODES_TO, properties=bad)
 
 
 def test_replacing_merge_deletes_the_stale_edges_of_named_runs(store):

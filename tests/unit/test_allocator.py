@@ -50,3 +50,18 @@ def test_left_as_it_is_when_asked_or_without_glibc(monkeypatch):
     assert allocator.keep_freed_memory({"COMPGRAPH_MALLOC": " System "}) is False
     monkeypatch.setattr(allocator.platform, "libc_ver", lambda: ("", ""))
     assert allocator.keep_freed_memory({}) is False
+
+
+def test_the_commands_that_compute_set_it_and_the_others_do_not(monkeypatch):
+    from click.testing import CliRunner
+
+    from compgraph.cli import main as cli
+
+    calls = []
+    monkeypatch.setattr(cli, "keep_freed_memory", lambda: calls.append(True))
+    assert allocator.COMPUTING <= set(cli.main.commands)  # every name is a command
+    for command, sets in (("analyse", True), ("ingest", True), ("queries", False), ("serve", False)):
+        calls.clear()
+        result = CliRunner().invoke(cli.main, [command, "--help"])
+        assert result.exit_code == 0, result.output
+        assert calls == ([True] if sets else []), command
