@@ -29,8 +29,6 @@ import platform
 
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_MAX = -1, -2, -4
 """glibc's ``mallopt`` parameters (``<malloc.h>``)."""
-COMPUTING = frozenset({"ingest", "effects", "match", "train-dictionary", "analyse"})
-"""The commands it is applied for (:mod:`compgraph.cli.main`)."""
 SETTINGS = ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**31 - 1), (M_TOP_PAD, 256 * 2**20))
 """(parameter, value): no block from its own mapping; keep up to 2 GiB free at the heap's top
 before trimming; grow the heap 256 MiB beyond each request."""

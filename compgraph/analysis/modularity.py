@@ -93,7 +93,8 @@ REWIRE_TRIALS_PER_EDGE = 2
 CHAIN_STEP_TRIALS = 1
 """Swap trials per edge from one sample of a null chain to the next."""
 NULL_CHAINS = 2
-"""Markov chains the null samples are drawn in (the Leiden path; module docstring)."""
+"""The fewest Markov chains the null samples are drawn in by default (the Leiden path: one
+per worker, at least this many; module docstring)."""
 LEIDEN_ITERATIONS = 2
 """Leiden passes (igraph's and leidenalg's default); -1 iterates until a pass improves nothing."""
 

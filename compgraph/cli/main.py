@@ -14,10 +14,14 @@ import logging
 
 import click
 
-from compgraph.allocator import COMPUTING, keep_freed_memory
+from compgraph.allocator import keep_freed_memory
 from compgraph.cli import analyse, ingest, query, serve, train
 from compgraph.cli.common import catch_signals, received_stop, stopped
 from compgraph.errors import Interrupted
+
+
+COMPUTING = frozenset({"ingest", "effects", "match", "train-dictionary", "analyse"})
+"""The commands that set the C allocator for tensor work (:mod:`compgraph.allocator`)."""
 
 
 class _Main(click.Group):

@@ -179,20 +179,17 @@ def _source_sites(d: Dims) -> list:
     return [("embed", None)] + [(name, layer) for layer in range(d.n_layers) for name in ("attn_head_z", "mlp_out")]
 
 
-def _run_sources(model, adapter: Adapter, inputs: Inputs, d: Dims, check: bool = False,
-                 logits: list | None = None) -> dict:
-    """Every source's output on ``inputs`` (the run's logits appended to ``logits`` when given)."""
+def _run_sources(model, adapter: Adapter, inputs: Inputs, d: Dims, check: bool = False) -> tuple[dict, torch.Tensor]:
+    """Every source's output on ``inputs``, and the run's logits."""
     sites = _source_sites(d)
     if check:
         sites += [(name, layer) for layer in range(d.n_layers) for name in ("resid_pre", "resid_post", "attn_out")]
     with torch.no_grad(), capture(model, adapter, sites) as acts:
         out = forward_logits(model, inputs)
-    if logits is not None:
-        logits.append(out.clone())  # not a view that would keep every position's logits alive
     values = {site: got[0] for site, got in acts.items()}
     if check:
         _check_additive(values, d)
-    return values
+    return values, out.clone()  # not a view that would keep every position's logits alive
 
 
 def _check_additive(values: dict, d: Dims) -> None:
@@ -369,8 +366,8 @@ def edge_scores(model, adapter: Adapter, task: TaskBatch, metric: Metric, *, met
     first = True
     for chunk in example_chunks(task.n, task.width, max(1, memory // per_token)):
         sub = task.rows(chunk)
-        clean = _run_sources(model, adapter, sub.clean, d, check=first)
-        corrupt = _run_sources(model, adapter, sub.corrupt, d)
+        clean, _ = _run_sources(model, adapter, sub.clean, d, check=first)
+        corrupt, _ = _run_sources(model, adapter, sub.corrupt, d)
         first = False
         diffs = _source_diffs(corrupt, clean, w_o, d).flatten(1)  # [S, n·T·d]
         runs = [None] if method == "attribution" else \
@@ -617,22 +614,23 @@ def edge_patched_metrics(model, adapter: Adapter, task: TaskBatch, circuits: lis
     per_token = len(graph.sources) * d.d_model * 4
     for chunk in example_chunks(task.n, task.width, max(1, memory // per_token)):
         sub = task.rows(chunk)
-        corrupt_logits: list = []
+        corrupt_m = None  # Σ M of the corrupt run over the chunk: the empty circuit's (corrupt ablation)
         if ablation == "corrupt":
-            target = _run_sources(model, adapter, sub.corrupt, d, logits=corrupt_logits)
+            target, logits = _run_sources(model, adapter, sub.corrupt, d)
+            corrupt_m = float(per_example(metric, logits, sub.answer_ids, sub.wrong_ids).sum())
         elif ablation == "resample":
-            target = _run_sources(model, adapter, task.clean.rows(perm[chunk]), d)
+            target, _ = _run_sources(model, adapter, task.clean.rows(perm[chunk]), d)
         elif ablation == "mean":
             target = means
         else:
             target = {site: torch.zeros((), device=device_of(model)) for site in _source_sites(d)}
         for i, in_circuit in enumerate(circuits):
-            if corrupt_logits and empty_is_corrupt and not bool((graph.valid & in_circuit).any()):
-                logits = corrupt_logits[0]
-            else:
-                patch = _EdgePatch(model, adapter, graph, graph.valid & ~in_circuit, target, w_o, qkv)
-                with torch.no_grad(), patch.hooks():
-                    logits = forward_logits(model, sub.clean)
+            if corrupt_m is not None and empty_is_corrupt and not bool((graph.valid & in_circuit).any()):
+                totals[i] += corrupt_m
+                continue
+            patch = _EdgePatch(model, adapter, graph, graph.valid & ~in_circuit, target, w_o, qkv)
+            with torch.no_grad(), patch.hooks():
+                logits = forward_logits(model, sub.clean)
             totals[i] += float(per_example(metric, logits, sub.answer_ids, sub.wrong_ids).sum())
     return [t / task.n for t in totals]
 
@@ -641,7 +639,7 @@ def _source_means(model, adapter, task: TaskBatch, d: Dims) -> dict:
     sums, count = {}, 0.0
     for chunk in example_chunks(task.n, task.width, 4096):
         inputs = task.clean.rows(chunk)
-        values = _run_sources(model, adapter, inputs, d)
+        values, _ = _run_sources(model, adapter, inputs, d)
         mask = inputs.mask.to(device_of(model))
         count += float(mask.sum())
         for site, v in values.items():
