@@ -161,69 +161,9 @@ def neuron_activations(model, adapter: Adapter, n_layers: int, ids: list[list[in
     return Standardized(z, rotated, constant)
 
 
-class Side(NamedTuple):
-    """One model's units' matches in the other: per unit, its top-k as (layer, index) of the
-    other model, score, excess; rank is the column. -1 / NaN where fewer than k exist."""
-
-    layer: torch.Tensor  # [units, k] long
-    index: torch.Tensor  # [units, k] long
-    score: torch.Tensor  # [units, k] float64
-    excess: torch.Tensor  # [units, k] float64
-
-
-@dataclass
-class NeuronMatches:
-    """Both directions, per layer of the unit's own model."""
-
-    a: list[Side]
-    b: list[Side]
-
-    def mutual_a(self, layer: int) -> torch.Tensor:
-        """[d_mlp of A] bool: A's unit and its rank-0 match in B are each other's rank-0 match."""
-        return _mutual(self.a[layer], self.b, layer)
-
-    def mutual_b(self, layer: int) -> torch.Tensor:
-        return _mutual(self.b[layer], self.a, layer)
-
-
-def _mutual(side: Side, other: list[Side], layer: int) -> torch.Tensor:
-    back_layer = torch.stack([o.layer[:, 0] if o.layer.shape[1] else torch.full((o.layer.shape[0],), -1)
-                              for o in other])  # [layers of the other model, units]: their rank-0 layer
-    back_index = torch.stack([o.index[:, 0] if o.index.shape[1] else torch.full((o.index.shape[0],), -1)
-                              for o in other])
-    if side.layer.shape[1] == 0:
-        return torch.zeros(side.layer.shape[0], dtype=torch.bool)
-    lb, j = side.layer[:, 0], side.index[:, 0]
-    found = lb >= 0
-    lb, j = lb.clamp_min(0), j.clamp_min(0)
-    units = torch.arange(side.layer.shape[0])
-    return found & (back_layer[lb, j] == layer) & (back_index[lb, j] == units)
-
-
-def _empty(units: int, k: int) -> Side:
-    return Side(torch.full((units, 0), -1), torch.full((units, 0), -1),
-                torch.empty(units, 0, dtype=torch.float64), torch.empty(units, 0, dtype=torch.float64))
-
-
-def _merge(best: Side, layer: int, scores: torch.Tensor, constant: torch.Tensor,
-           other_constant: torch.Tensor, k: int) -> Side:
-    """``best`` (earlier layers of the other model) merged with this layer's top-k; stable.
-    Excess is filled in at the end (:func:`_excess`)."""
-    scores = scores.clone(memory_format=torch.contiguous_format)  # rows contiguous for topk (r.T is not)
-    scores[constant] = torch.nan
-    scores[:, other_constant] = torch.nan
-    top = matching.top_matches(scores, k)
-    index = torch.cat([best.index, top.index], 1)
-    layers = torch.cat([best.layer, torch.where(top.index >= 0, layer, -1)], 1)
-    score = torch.cat([best.score, top.score], 1)
-    order = torch.sort(-torch.nan_to_num(score, nan=-torch.inf), dim=1, stable=True).indices[:, :k]
-    kept = score.gather(1, order)
-    return Side(layers.gather(1, order), index.gather(1, order), kept, torch.full_like(kept, torch.nan))
-
-
 @torch.no_grad()
 def match_neurons(a: Standardized, b: Standardized, k: int, *, bf16_matmul: bool = False,
-                  advance: Callable[[], None] = lambda: None) -> NeuronMatches:
+                  advance: Callable[[], None] = lambda: None) -> matching.LayerMatches:
     """Every neuron's top-``k`` in the other model, over every layer pair (module docstring).
 
     Scores are products of the stored standardized activations. bfloat16 keeps 8
@@ -240,31 +180,24 @@ def match_neurons(a: Standardized, b: Standardized, k: int, *, bf16_matmul: bool
     if a.n != b.n:
         raise ValueError(f"unaligned activations: {a.n} positions of A, {b.n} of B")
     n = a.n
-    side_a = [_empty(z.shape[1], k) for z in a.z]
-    side_b = [_empty(z.shape[1], k) for z in b.z]
-    best_a = [torch.full((z.shape[1],), -torch.inf, dtype=torch.float64) for z in a.z]
-    best_b = [torch.full((z.shape[1],), -torch.inf, dtype=torch.float64) for z in b.z]
     compute = a.z[0].dtype if a.z[0].dtype != torch.bfloat16 or bf16_matmul else torch.float32
 
     def product(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # float32: one layer pair at a time
         return (x.T @ y).float() / n
 
-    for la, za in enumerate(a.z):
-        za, za_rot = za.to(compute), a.rotated[la].to(compute)
-        for lb, zb in enumerate(b.z):
-            zb = zb.to(compute)
-            r = product(za, zb).clamp(-1.0, 1.0)  # rounding may reach past ±1
-            base_a = matching.baseline(product(za, b.rotated[lb].to(compute)))
-            base_b = matching.baseline(product(zb, za_rot))
-            side_a[la] = _merge(side_a[la], lb, r, a.constant[la], b.constant[lb], k)
-            side_b[lb] = _merge(side_b[lb], la, r.T, b.constant[lb], a.constant[la], k)
-            best_a[la] = torch.maximum(best_a[la], base_a.double())
-            best_b[lb] = torch.maximum(best_b[lb], base_b.double())
-            advance()
-    return NeuronMatches([_excess(s, base) for s, base in zip(side_a, best_a)],
-                         [_excess(s, base) for s, base in zip(side_b, best_b)])
+    held: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # A's layer in the compute dtype, once per row of pairs
 
+    def pair(la: int, lb: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if la not in held:
+            held.clear()
+            held[la] = a.z[la].to(compute), a.rotated[la].to(compute)
+        (za, za_rot), zb = held[la], b.z[lb].to(compute)
+        r = product(za, zb).clamp(-1.0, 1.0)  # rounding may reach past ±1
+        r[a.constant[la]] = torch.nan
+        r[:, b.constant[lb]] = torch.nan
+        base_a = matching.baseline(product(za, b.rotated[lb].to(compute)))
+        base_b = matching.baseline(product(zb, za_rot))
+        return r, base_a, base_b
 
-def _excess(side: Side, baseline: torch.Tensor) -> Side:
-    """``side`` with excess = score − the unit's baseline over the whole other model."""
-    return side._replace(excess=side.score - baseline[:, None])
+    return matching.match_layer_pairs([z.shape[1] for z in a.z], [z.shape[1] for z in b.z], pair, k,
+                                      advance=advance)

@@ -34,7 +34,8 @@ last character — so two tokenizations of the same text give one aligned positi
 from __future__ import annotations
 
 import re
-from typing import NamedTuple, Sequence
+from dataclasses import dataclass
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 
@@ -140,6 +141,103 @@ def assignment(score: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
     rows, cols = linear_sum_assignment(torch.nan_to_num(score.double(), nan=-1.0).numpy(), maximize=True)
     return torch.as_tensor(rows), torch.as_tensor(cols)
+
+
+class Side(NamedTuple):
+    """One model's units' matches in the other, for one layer of their own model: per unit,
+    its top-k as (layer, index) of the other model, score, excess (and, for the decoding
+    method, whether the two top tokens are the same); rank is the column. -1 / NaN where
+    fewer than k exist."""
+
+    layer: torch.Tensor  # [units, k] long
+    index: torch.Tensor  # [units, k] long
+    score: torch.Tensor  # [units, k] float64
+    excess: torch.Tensor  # [units, k] float64
+    same_top: torch.Tensor | None = None  # [units, k] bool
+
+
+@dataclass
+class LayerMatches:
+    """Both directions, per layer of the unit's own model."""
+
+    a: list[Side]
+    b: list[Side]
+
+    def mutual_a(self, layer: int) -> torch.Tensor:
+        """[units of A's layer] bool: A's unit and its rank-0 match in B are each other's rank-0 match."""
+        return _mutual(self.a[layer], self.b, layer)
+
+    def mutual_b(self, layer: int) -> torch.Tensor:
+        return _mutual(self.b[layer], self.a, layer)
+
+
+def _mutual(side: Side, other: list[Side], layer: int) -> torch.Tensor:
+    back_layer = torch.stack([o.layer[:, 0] if o.layer.shape[1] else torch.full((o.layer.shape[0],), -1)
+                              for o in other])  # [layers of the other model, units]: their rank-0 layer
+    back_index = torch.stack([o.index[:, 0] if o.index.shape[1] else torch.full((o.index.shape[0],), -1)
+                              for o in other])
+    if side.layer.shape[1] == 0:
+        return torch.zeros(side.layer.shape[0], dtype=torch.bool)
+    lb, j = side.layer[:, 0], side.index[:, 0]
+    found = lb >= 0
+    lb, j = lb.clamp_min(0), j.clamp_min(0)
+    units = torch.arange(side.layer.shape[0])
+    return found & (back_layer[lb, j] == layer) & (back_index[lb, j] == units)
+
+
+def _empty(units: int) -> Side:
+    return Side(torch.full((units, 0), -1), torch.full((units, 0), -1),
+                torch.empty(units, 0, dtype=torch.float64), torch.empty(units, 0, dtype=torch.float64))
+
+
+def _merge(best: Side, layer: int, scores: torch.Tensor, k: int) -> Side:
+    """``best`` (earlier layers of the other model) merged with this layer's top-k; stable.
+    Excess is filled in at the end."""
+    scores = scores.contiguous()  # rows contiguous for topk (r.T is not)
+    top = top_matches(scores, k)
+    index = torch.cat([best.index, top.index], 1)
+    layers = torch.cat([best.layer, torch.where(top.index >= 0, layer, -1)], 1)
+    score = torch.cat([best.score, top.score], 1)
+    order = torch.sort(-torch.nan_to_num(score, nan=-torch.inf), dim=1, stable=True).indices[:, :k]
+    kept = score.gather(1, order)
+    return Side(layers.gather(1, order), index.gather(1, order), kept, torch.full_like(kept, torch.nan))
+
+
+PairScores = Callable[[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+"""``pair(la, lb)`` → (key [n_a, n_b], baseline of A's units [n_a], baseline of B's [n_b]) for
+layer la of A and lb of B: the key ranks the matches (NaN: never matched); each baseline
+is in score units."""
+
+
+def match_layer_pairs(widths_a: Sequence[int], widths_b: Sequence[int], pair: PairScores, k: int, *,
+                      score_of: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]] | None = None,
+                      advance: Callable[[], None] = lambda: None) -> LayerMatches:
+    """Every unit's top-``k`` in the other model over all of its layers, in both directions.
+
+    ``pair`` is called once per layer pair (A's layers outer). Each unit keeps its ``k``
+    largest keys over every layer of the other model (ties: the lower layer, then the lower
+    index); its baseline is the maximum of the pair baselines over those layers (the
+    baseline over the whole other model). ``score_of`` turns a kept key into (score,
+    same_top or None); by default the key is the score. ``excess`` = score − baseline.
+    """
+    side_a, side_b = [_empty(w) for w in widths_a], [_empty(w) for w in widths_b]
+    best_a = [torch.full((w,), -torch.inf, dtype=torch.float64) for w in widths_a]
+    best_b = [torch.full((w,), -torch.inf, dtype=torch.float64) for w in widths_b]
+    for la in range(len(widths_a)):
+        for lb in range(len(widths_b)):
+            key, base_a, base_b = pair(la, lb)
+            side_a[la] = _merge(side_a[la], lb, key, k)
+            side_b[lb] = _merge(side_b[lb], la, key.T, k)
+            best_a[la] = torch.maximum(best_a[la], base_a.double())
+            best_b[lb] = torch.maximum(best_b[lb], base_b.double())
+            advance()
+
+    def finish(side: Side, baseline_: torch.Tensor) -> Side:
+        score, same_top = score_of(side.score) if score_of else (side.score, None)
+        return side._replace(score=score, excess=score - baseline_[:, None], same_top=same_top)
+
+    return LayerMatches([finish(s, b) for s, b in zip(side_a, best_a)],
+                        [finish(s, b) for s, b in zip(side_b, best_b)])
 
 
 def decoding_overlap(top_a: torch.Tensor, top_b: torch.Tensor, n_tokens: int) -> torch.Tensor:

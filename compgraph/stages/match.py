@@ -38,7 +38,7 @@ from compgraph.data.digests import files_digest
 from compgraph.engine.registry import register
 from compgraph.engine.stage import CorpusConfig, Frames, Stage
 from compgraph.errors import ConfigError
-from compgraph.extract import aligned
+from compgraph.extract import aligned, matching
 from compgraph.models import loading
 from compgraph.models.info import ModelInfo, model_info
 from compgraph.options import option
@@ -125,8 +125,8 @@ class MatchStage(Stage):
         return (["nodes"] + [f"a:L{layer}" for layer in range(info.n_layers)]
                 + [f"b:L{layer}" for layer in range(other.n_layers)])
 
-    def _matches(self, ctx, config: MatchConfig) -> aligned.NeuronMatches:
-        def compute() -> aligned.NeuronMatches:
+    def _matches(self, ctx, config: MatchConfig) -> matching.LayerMatches:
+        def compute() -> matching.LayerMatches:
             a, b = ctx.model(), ctx.other_model(config.match_source)
             where = self._alignment(ctx, config)
             batch = ctx.execution.batch_size
@@ -158,7 +158,7 @@ class MatchStage(Stage):
         return Frames.of(edges=[(schema.MATCHES, match_rows(side, mutual, src_model, layer, dst_model))])
 
 
-def match_rows(side: aligned.Side, mutual, src_model: str, layer: int, dst_model: str) -> pl.DataFrame:
+def match_rows(side: matching.Side, mutual, src_model: str, layer: int, dst_model: str) -> pl.DataFrame:
     """MATCHES rows of one layer's units: one per (unit, rank) that has a match."""
     units, k = side.index.shape
     frame = pl.DataFrame({
