@@ -182,6 +182,7 @@ class Prop(StrEnum):
     SCORE = "score"
     EXCESS = "excess"
     MUTUAL = "mutual"
+    SAME_TOP = "same_top"
     ACCURACY = "accuracy"
     METRIC_CLEAN = "metric_clean"
     METRIC_CORRUPT = "metric_corrupt"
@@ -246,6 +247,8 @@ class MatchMethod(StrEnum):
 
     ACTIVATION = "activation"
     """Pearson correlation of the two units' activations over the same aligned text."""
+    DECODING = "decoding"
+    """Overlap of the two units' top-k decoded tokens (``same_top``: the same top token)."""
 
 
 class SiteKind(StrEnum):
@@ -351,8 +354,8 @@ CAUSES = RelKind(Rel.CAUSES, COMPONENT, COMPONENT, key=(Prop.METHOD, Prop.TASK, 
 INCLUDES = RelKind(Rel.INCLUDES, CIRCUIT, COMPONENT)
 FOR_TASK = RelKind(Rel.FOR_TASK, CIRCUIT, TASK)
 MATCHES = RelKind(Rel.MATCHES, COMPONENT, COMPONENT, key=(Prop.METHOD,))
-"""A component's counterpart in another model (``score``, ``excess``, ``rank`` 0 = best,
-``mutual``): :mod:`compgraph.stages.match`."""
+"""A component's counterpart in another model (``method``, ``score``, ``excess``, ``rank`` 0 =
+best, ``mutual``; ``same_top`` for the decoding method): :mod:`compgraph.stages.match`."""
 EVALUATED_ON = RelKind(Rel.EVALUATED_ON, MODEL, TASK, key=(Prop.METRIC,))
 """A model's clean accuracy and mean clean / corrupt metric on a task."""
 HAS_DICTIONARY = RelKind(Rel.HAS_DICTIONARY, MODEL, DICTIONARY)

@@ -23,8 +23,15 @@ rank 0 the best (ties: lower index first), NaN scores never matched; a pair is *
 when each is the other's rank-0 match (:func:`mutual`). :func:`assignment` is the optional
 one-to-one matching that maximises the summed score (``scipy.optimize.linear_sum_assignment``).
 
-*Decoding score* (:func:`decoding_overlap`), for models that share a tokenizer: the share
-of the two units' top-k decoded tokens they have in common, ``|T_i ∩ T_j| / k``.
+*Decoding score* (:func:`match_decodings`): the share of the two units' top-k decoded
+tokens they have in common, ``|T_i ∩ T_j| / k`` (token ids for models that share a
+tokenizer; across tokenizers ids of one vocabulary of token strings,
+:func:`shared_vocabulary`), and ``same_top``: whether their top tokens are the same. Units
+are ranked by overlap, then same top token, then layer and index; two units that share no
+token are never matched. Baseline (in the spirit of the rotation): the unit's best overlap
+with the other model's units after the other model's token ids are relabelled by a random
+permutation (:func:`vocabulary_permutation`), which keeps how each unit's tokens are spread
+but not which tokens they are; ``excess`` = score − that baseline over all layers.
 
 *Aligning text across tokenizers* (:func:`word_ends`): the position of each
 whitespace-delimited word's last token — the token whose character span holds the word's
@@ -172,17 +179,20 @@ class LayerMatches:
 
 
 def _mutual(side: Side, other: list[Side], layer: int) -> torch.Tensor:
-    back_layer = torch.stack([o.layer[:, 0] if o.layer.shape[1] else torch.full((o.layer.shape[0],), -1)
-                              for o in other])  # [layers of the other model, units]: their rank-0 layer
-    back_index = torch.stack([o.index[:, 0] if o.index.shape[1] else torch.full((o.index.shape[0],), -1)
-                              for o in other])
+    def best(o: Side, column: torch.Tensor) -> torch.Tensor:
+        return column[:, 0] if column.shape[1] else torch.full((column.shape[0],), -1)
+
+    # the other model's units flattened layer after layer (layers may differ in width)
+    offsets = torch.tensor([0] + [o.layer.shape[0] for o in other]).cumsum(0)
+    back_layer = torch.cat([best(o, o.layer) for o in other])
+    back_index = torch.cat([best(o, o.index) for o in other])
     if side.layer.shape[1] == 0:
         return torch.zeros(side.layer.shape[0], dtype=torch.bool)
     lb, j = side.layer[:, 0], side.index[:, 0]
     found = lb >= 0
-    lb, j = lb.clamp_min(0), j.clamp_min(0)
+    flat = offsets[lb.clamp_min(0)] + j.clamp_min(0)
     units = torch.arange(side.layer.shape[0])
-    return found & (back_layer[lb, j] == layer) & (back_index[lb, j] == units)
+    return found & (back_layer[flat] == layer) & (back_index[flat] == units)
 
 
 def _empty(units: int) -> Side:
@@ -240,24 +250,108 @@ def match_layer_pairs(widths_a: Sequence[int], widths_b: Sequence[int], pair: Pa
                         [finish(s, b) for s, b in zip(side_b, best_b)])
 
 
-def decoding_overlap(top_a: torch.Tensor, top_b: torch.Tensor, n_tokens: int) -> torch.Tensor:
-    """``|T_i ∩ T_j| / k`` [n_a, n_b] for top-k token ids ``top_a`` [n_a, k], ``top_b`` [n_b, k]
-    (each row's ids distinct; -1 pads a row with fewer than k tokens)."""
-    k = top_a.shape[1]
-    if top_b.shape[1] != k:
-        raise ValueError(f"top-k of different sizes: {k} and {top_b.shape[1]}")
+def overlap_counts(top_a: torch.Tensor, top_b: torch.Tensor, n_tokens: int):
+    """``|T_i ∩ T_j|`` as a scipy CSR matrix [n_a, n_b] for top-k token ids ``top_a`` [n_a, k],
+    ``top_b`` [n_b, k] (each row's ids distinct, below ``n_tokens``; -1 pads a row with fewer
+    than k tokens). Sparse × sparse: never a dense [units, vocabulary] matrix."""
+    if top_b.shape[1] != top_a.shape[1]:
+        raise ValueError(f"top-k of different sizes: {top_a.shape[1]} and {top_b.shape[1]}")
 
     from scipy.sparse import csr_matrix
 
     def one_hot(top: torch.Tensor) -> csr_matrix:
         rows, cols = torch.nonzero(top >= 0, as_tuple=True)
         ids = top[rows, cols]
-        return csr_matrix((torch.ones(ids.numel()).numpy(), (rows.numpy(), ids.numpy())),
+        return csr_matrix((torch.ones(ids.numel(), dtype=torch.int32).numpy(), (rows.numpy(), ids.numpy())),
                           shape=(top.shape[0], n_tokens))
 
-    # sparse x sparse: never a dense [units, vocabulary] matrix
-    counts = torch.from_numpy((one_hot(top_a) @ one_hot(top_b).T).toarray()).float()
-    return counts / k
+    return (one_hot(top_a) @ one_hot(top_b).T).tocsr()
+
+
+def decoding_overlap(top_a: torch.Tensor, top_b: torch.Tensor, n_tokens: int) -> torch.Tensor:
+    """``|T_i ∩ T_j| / k`` [n_a, n_b] (float32) for top-k token ids (see :func:`overlap_counts`)."""
+    counts = overlap_counts(top_a, top_b, n_tokens)
+    return torch.from_numpy(counts.toarray()).float() / top_a.shape[1]
+
+
+def distinct_rows(top: torch.Tensor) -> torch.Tensor:
+    """``top`` [n, k] with each id repeated in its row after its first place set to -1
+    (token ids mapped onto strings may repeat: " the" and "the")."""
+    earlier = (top[:, :, None] == top[:, None, :]) & torch.ones(top.shape[1], top.shape[1], dtype=torch.bool).tril(-1)
+    return torch.where(earlier.any(2) | (top < 0), -1, top)
+
+
+def shared_vocabulary(strings_a: Sequence[str | None],
+                      strings_b: Sequence[str | None]) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Two tokenizers' ids mapped onto one vocabulary of strings: (map_a [V_a], map_b [V_b], n),
+    where ``map_a[t]`` is the id of token t's string in 0..n-1 (ids in order of first
+    appearance, A's tokens first), equal strings one id; None (a token with no comparable
+    string) maps to -1."""
+    index: dict[str, int] = {}
+
+    def ids(strings: Sequence[str | None]) -> torch.Tensor:
+        return torch.tensor([-1 if s is None else index.setdefault(s, len(index)) for s in strings],
+                            dtype=torch.long)
+
+    map_a = ids(strings_a)
+    map_b = ids(strings_b)
+    return map_a, map_b, len(index)
+
+
+def vocabulary_permutation(n_tokens: int, seed: int) -> torch.Tensor:
+    """A random relabelling of ``n_tokens`` token ids (the decoding baseline's), seeded."""
+    return torch.randperm(n_tokens, generator=torch.Generator().manual_seed(seed))
+
+
+def _relabel(top: torch.Tensor, permutation: torch.Tensor) -> torch.Tensor:
+    return torch.where(top >= 0, permutation[top.clamp_min(0)], -1)
+
+
+def decoding_pairs(tops_a: Sequence[torch.Tensor], tops_b: Sequence[torch.Tensor], n_tokens: int,
+                   seed: int) -> PairScores:
+    """The :data:`PairScores` of the decoding method over per-layer top-k ids (module docstring).
+
+    key_ij = 2 |T_i ∩ T_j| + [t_i = t_j] (t the top token), NaN where the two share no
+    token; A's baseline is its unit's best overlap / k with B's units after B's token ids
+    are relabelled by :func:`vocabulary_permutation` (``seed``), B's with A's relabelled
+    by the same permutation.
+    """
+    permutation = vocabulary_permutation(n_tokens, seed)
+
+    def pair(la: int, lb: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        top_a, top_b = tops_a[la], tops_b[lb]
+        k = top_a.shape[1]
+        counts = torch.from_numpy(overlap_counts(top_a, top_b, n_tokens).toarray()).float()
+        same = (top_a[:, :1] == top_b[:, 0][None, :]) & (top_a[:, :1] >= 0)
+        key = torch.where(counts > 0, 2 * counts + same.float(), torch.nan)
+        base_a = _row_max(overlap_counts(top_a, _relabel(top_b, permutation), n_tokens)) / k
+        base_b = _row_max(overlap_counts(top_b, _relabel(top_a, permutation), n_tokens)) / k
+        return key, base_a, base_b
+
+    return pair
+
+
+def _row_max(counts) -> torch.Tensor:
+    return torch.from_numpy(counts.max(axis=1).toarray().ravel()).double()
+
+
+def decoding_score(k: int) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """Kept decoding keys → (score = |T_i ∩ T_j| / k, same_top); NaN keys stay NaN / False."""
+    def score_of(key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        filled = torch.nan_to_num(key, nan=0.0)
+        return torch.where(torch.isnan(key), torch.nan, torch.floor(filled / 2) / k), (filled % 2) == 1
+
+    return score_of
+
+
+def match_decodings(tops_a: Sequence[torch.Tensor], tops_b: Sequence[torch.Tensor], k: int, n_tokens: int, *,
+                    seed: int = 0, advance: Callable[[], None] = lambda: None) -> LayerMatches:
+    """Every unit's top-``k`` matches in the other model by decoded tokens (module docstring),
+    from per-layer top token ids (rows distinct, -1 padded, ids below ``n_tokens``)."""
+    width = tops_a[0].shape[1]
+    return match_layer_pairs([t.shape[0] for t in tops_a], [t.shape[0] for t in tops_b],
+                             decoding_pairs(tops_a, tops_b, n_tokens, seed), k, score_of=decoding_score(width),
+                             advance=advance)
 
 
 _WORD = re.compile(r"\S+")

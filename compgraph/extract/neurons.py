@@ -32,18 +32,18 @@ from compgraph.models.adapters.base import Adapter
 
 
 @torch.no_grad()
-def neuron_decodings(model, adapter: Adapter, layer: int, top_k: int,
-                     n_tokens: int | None = None) -> list[tuple[str, Decoded]]:
-    """``[(via, decoded)]`` for ``out``, ``in`` and (gated MLPs) ``gate``: the top and bottom
-    ``top_k`` tokens of every neuron of ``layer``, over the first ``n_tokens`` columns of the
-    unembedding (default: all)."""
+def neuron_decodings(model, adapter: Adapter, layer: int, top_k: int, n_tokens: int | None = None,
+                     vias: tuple[str, ...] | None = None) -> list[tuple[str, Decoded]]:
+    """``[(via, decoded)]`` for ``out``, ``in`` and (gated MLPs) ``gate`` (those of ``vias``,
+    when given): the top and bottom ``top_k`` tokens of every neuron of ``layer``, over the
+    first ``n_tokens`` columns of the unembedding (default: all)."""
     w_u = params.unembed(model, adapter)[:, :n_tokens]
     reads = [("out", params.mlp_out(model, adapter, layer), params.final_gain(model, adapter)),
              ("in", params.mlp_in(model, adapter, layer), params.norm_gain(model, adapter, adapter.mlp_norm, layer))]
     gate = params.mlp_gate(model, adapter, layer)
     if gate is not None:
         reads.append(("gate", gate, reads[1][2]))
-    return [(via, decode_topk(w, w_u, top_k, gain=g)) for via, w, g in reads]
+    return [(via, decode_topk(w, w_u, top_k, gain=g)) for via, w, g in reads if vias is None or via in vias]
 
 
 def neuron_reader(layers: range) -> Reader:

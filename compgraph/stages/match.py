@@ -27,7 +27,7 @@ activations there count like any other position.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import polars as pl
 import torch
@@ -38,17 +38,21 @@ from compgraph.data.digests import files_digest
 from compgraph.engine.registry import register
 from compgraph.engine.stage import CorpusConfig, Frames, Stage
 from compgraph.errors import ConfigError
-from compgraph.extract import aligned, matching
+from compgraph.extract import aligned, decodings, matching
 from compgraph.models import loading
 from compgraph.models.info import ModelInfo, model_info
 from compgraph.options import option
 from compgraph.stages import rows
+from compgraph.stages.shared import TopKConfig
 
 P = schema.Prop
 
 
 @dataclass(frozen=True, kw_only=True)
-class MatchConfig(CorpusConfig):
+class MatchConfig(TopKConfig, CorpusConfig):
+    """The corpus (activation), ``top_k`` (decoding: the top-k decoded tokens compared, the
+    neurons stage's ``--top-k``) and the options below."""
+
     match_with: str | None = option(None, "The other model's name in the store (stage match).", metavar="NAME",
                                     show_default=False)
     """The other model's :Model name: the run's scope and the MATCHES edges' other end."""
@@ -59,13 +63,25 @@ class MatchConfig(CorpusConfig):
     """Each unit's best matches kept, in the other model."""
     match_positions: int = option(4096, "Aligned corpus positions the match correlations run over.", minimum=16)
     """N, the aligned positions (tokens, or word ends across tokenizers)."""
-    match_seed: int = option(0, "Seed of the random rotations of the excess baseline.")
-    """Layer l's rotation is seeded ``match_seed + l``."""
+    match_seed: int = option(0, "Seed of the random rotation (activation) and relabelling (decoding) of the "
+                             "excess baselines.")
+    """The seed of each model's rotation (activation) and of the vocabulary's relabelling (decoding)."""
+    match_methods: tuple[str, ...] = option(
+        (schema.MatchMethod.ACTIVATION.value,), "Comma list of match methods: activation, decoding.",
+        choices=tuple(m.value for m in schema.MatchMethod))
+    """The methods computed, one run each (scope ``{other}`` for activation, ``{other}/{method}`` else)."""
+    match_via: str = option("out", "Decoding method: the neuron direction decoded (out, in or gate).",
+                            choices=("out", "in", "gate"))
+    """Decoding: which direction's top ``top_k`` tokens are compared (``DECODES_TO.via``)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.match_with and not self.match_source:
             raise ConfigError("--match-with needs --match-source (the other model's MODEL spec)")
+
+
+_DEFAULTS = {f.name: f.default for f in fields(MatchConfig)}
+M = schema.MatchMethod
 
 
 class MatchStage(Stage):
@@ -77,7 +93,21 @@ class MatchStage(Stage):
     description = "MATCHES between this model's neurons and another model's (activation correlation)."
 
     def instances(self, config: MatchConfig) -> list[tuple[str, MatchConfig]]:
-        return [(config.match_with, config)] if config.match_with else []
+        """One run per method: scope ``{other}`` for activation (as before there were
+        methods), ``{other}/{method}`` for the others, so that each method's MATCHES stay
+        until that method is recomputed. A run's config holds only what its method reads."""
+        if not config.match_with:
+            return []
+        out = []
+        for method in dict.fromkeys(config.match_methods):
+            if method == M.ACTIVATION:
+                out.append((config.match_with, replace(config, match_methods=(method,), match_via="out",
+                                                       top_k=_DEFAULTS["top_k"])))
+            else:
+                out.append((f"{config.match_with}/{method}",
+                            replace(config, match_methods=(method,), match_positions=_DEFAULTS["match_positions"],
+                                    seq_len=_DEFAULTS["seq_len"], corpus=None)))
+        return out
 
     def digests(self, config: MatchConfig) -> dict[str, str]:
         return {"other_weights": files_digest(loading.model_files(loading.resolve(config.match_source)))}
@@ -99,12 +129,13 @@ class MatchStage(Stage):
         for model in (info, other):
             if model.is_moe:
                 raise ConfigError(f"match: {model.name} is a MoE model; only dense MLP neurons are matched")
-            if not model.causal:
+            if not model.causal and M.ACTIVATION in config.match_methods:
                 raise ConfigError(f"match: {model.name} is not a causal LM (sequences are right-padded "
                                   "without an attention mask)")
 
     def check_inputs(self, ctx, config: MatchConfig) -> None:
-        self._alignment(ctx, config)  # before the job writes anything: a corpus too short is refused here
+        if M.ACTIVATION in config.match_methods:
+            self._alignment(ctx, config)  # before the job writes anything: a corpus too short is refused here
 
     def _alignment(self, ctx, config: MatchConfig) -> aligned.Aligned:
         def compute() -> aligned.Aligned:
@@ -126,25 +157,45 @@ class MatchStage(Stage):
                 + [f"b:L{layer}" for layer in range(other.n_layers)])
 
     def _matches(self, ctx, config: MatchConfig) -> matching.LayerMatches:
-        def compute() -> matching.LayerMatches:
-            a, b = ctx.model(), ctx.other_model(config.match_source)
-            where = self._alignment(ctx, config)
-            batch = ctx.execution.batch_size
-            sides = []
-            for loaded, ids, pos in ((a, where.ids_a, where.pos_a), (b, where.ids_b, where.pos_b)):
-                n_layers = loaded.model.config.num_hidden_layers
-                advance = ctx.progress(f"match: {loaded.source.spec} activations", -(-len(ids) // batch))
-                sides.append(aligned.neuron_activations(loaded.model, loaded.adapter, n_layers, ids, pos,
-                                                        batch_size=batch, seed=config.match_seed, advance=advance))
-            pairs = len(sides[0].z) * len(sides[1].z)
-            return aligned.match_neurons(*sides, config.match_top_k, bf16_matmul=loading.native_bf16("cpu"),
-                                         advance=ctx.progress("match: layer pairs", pairs))
+        method = config.match_methods[0]
+        compute = self._by_activation if method == M.ACTIVATION else self._by_decoding
+        return ctx.memo(("match", config), lambda: compute(ctx, config))
 
-        return ctx.memo(("match", config), compute)
+    def _by_activation(self, ctx, config: MatchConfig) -> matching.LayerMatches:
+        a, b = ctx.model(), ctx.other_model(config.match_source)
+        where = self._alignment(ctx, config)
+        batch = ctx.execution.batch_size
+        sides = []
+        for loaded, ids, pos in ((a, where.ids_a, where.pos_a), (b, where.ids_b, where.pos_b)):
+            n_layers = loaded.model.config.num_hidden_layers
+            advance = ctx.progress(f"match: {loaded.source.spec} activations", -(-len(ids) // batch))
+            sides.append(aligned.neuron_activations(loaded.model, loaded.adapter, n_layers, ids, pos,
+                                                    batch_size=batch, seed=config.match_seed, advance=advance))
+        pairs = len(sides[0].z) * len(sides[1].z)
+        return aligned.match_neurons(*sides, config.match_top_k, bf16_matmul=loading.native_bf16("cpu"),
+                                     advance=ctx.progress("match: layer pairs", pairs))
+
+    def _by_decoding(self, ctx, config: MatchConfig) -> matching.LayerMatches:
+        a, b = ctx.model(), ctx.other_model(config.match_source)
+        info, other = ctx.info, self._other_info(ctx, config)
+        n_a, n_b = ctx.n_tokens, min(len(b.tokenizer), other.vocab_size)
+        tops = []
+        for loaded, model, n in ((a, info, n_a), (b, other, n_b)):
+            tops.append(decodings.top_ids(loaded, model.n_layers, config.top_k, n, config.match_via,
+                                          advance=ctx.progress(f"match: {loaded.source.spec} decodings",
+                                                               model.n_layers)))
+        same = ctx.tokenizer_id == schema.tokenizer_uid("vocab", b.tokenizer.get_vocab())
+        both = decodings.comparable(*tops, same_tokenizer=same, tokenizer_a=a.tokenizer, tokenizer_b=b.tokenizer,
+                                    n_a=n_a, n_b=n_b)
+        return matching.match_decodings(both.a, both.b, config.match_top_k, both.n, seed=config.match_seed,
+                                        advance=ctx.progress("match: layer pairs", info.n_layers * other.n_layers))
+
+    def _other_info(self, ctx, config: MatchConfig) -> ModelInfo:
+        # resolving the other model reads its GGUF's index: once per job, not once per shard
+        return ctx.memo(("other_info", config.match_source), lambda: self._other(config))
 
     def run(self, ctx, config: MatchConfig, shard: str) -> Frames:
-        # resolving the other model reads its GGUF's index: once per job, not once per shard
-        info, other = ctx.info, ctx.memo(("other_info", config.match_source), lambda: self._other(config))
+        info, other = ctx.info, self._other_info(ctx, config)
         if shard == "nodes":
             return Frames.of(nodes=[(schema.NEURON, rows.neuron_identity(m.name, layer, m.d_mlp))
                                     for m in (info, other) for layer in range(m.n_layers)])
@@ -155,24 +206,32 @@ class MatchStage(Stage):
             side, mutual, src_model, dst_model = matches.a[layer], matches.mutual_a(layer), info.name, other.name
         else:
             side, mutual, src_model, dst_model = matches.b[layer], matches.mutual_b(layer), other.name, info.name
-        return Frames.of(edges=[(schema.MATCHES, match_rows(side, mutual, src_model, layer, dst_model))])
+        return Frames.of(edges=[(schema.MATCHES, match_rows(side, mutual, src_model, layer, dst_model,
+                                                            config.match_methods[0]))])
 
 
-def match_rows(side: matching.Side, mutual, src_model: str, layer: int, dst_model: str) -> pl.DataFrame:
-    """MATCHES rows of one layer's units: one per (unit, rank) that has a match."""
+def match_rows(side: matching.Side, mutual, src_model: str, layer: int, dst_model: str,
+               method: str = M.ACTIVATION.value) -> pl.DataFrame:
+    """MATCHES rows of one layer's units: one per (unit, rank) that has a match; ``same_top``
+    where the side has it (decoding)."""
     units, k = side.index.shape
-    frame = pl.DataFrame({
+    columns = {
         "unit": torch.arange(units).repeat_interleave(k).numpy(), P.RANK: torch.arange(k).repeat(units).numpy(),
         "dst_layer": side.layer.flatten().numpy(), "dst_index": side.index.flatten().numpy(),
         P.SCORE: side.score.flatten().numpy(), P.EXCESS: side.excess.flatten().numpy(),
         "best_mutual": mutual.repeat_interleave(k).numpy(),
-    }).filter(pl.col("dst_index") >= 0)
+    }
+    extra = []
+    if side.same_top is not None:
+        columns[P.SAME_TOP] = side.same_top.flatten().numpy()
+        extra = [P.SAME_TOP]
+    frame = pl.DataFrame(columns).filter(pl.col("dst_index") >= 0)
     return frame.select(
         pl.Series("src", [schema.neuron_uid(src_model, layer, u) for u in frame["unit"].to_list()]),
         pl.Series("dst", [schema.neuron_uid(dst_model, lb, j)
                           for lb, j in zip(frame["dst_layer"].to_list(), frame["dst_index"].to_list())]),
-        pl.lit(schema.MatchMethod.ACTIVATION.value).alias(P.METHOD), P.SCORE, P.EXCESS,
-        pl.col(P.RANK).cast(pl.Int64), (pl.col("best_mutual") & (pl.col(P.RANK) == 0)).alias(P.MUTUAL))
+        pl.lit(str(method)).alias(P.METHOD), P.SCORE, P.EXCESS,
+        pl.col(P.RANK).cast(pl.Int64), (pl.col("best_mutual") & (pl.col(P.RANK) == 0)).alias(P.MUTUAL), *extra)
 
 
 STAGE = register(MatchStage())

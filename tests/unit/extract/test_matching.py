@@ -129,3 +129,85 @@ def test_a_noisy_copy_is_still_recovered_and_independent_units_have_no_excess():
     excess = matching.top_matches(r0, 1).score[:, 0] - matching.baseline(rot)
     # both maxima are of 40 draws of about N(0, 1/4000): their difference is noise of ~ 0.01
     assert excess.abs().mean().item() < 0.01 and r0.abs().max().item() < 0.08
+
+
+# ---- across layers, and the decoding method ----------------------------------------------------
+
+def test_layer_pairs_keep_the_best_k_over_all_layers_with_ties_to_the_lower_layer_and_index():
+    keys = {(0, 0): torch.tensor([[0.5, 0.9], [0.2, torch.nan]]),
+            (0, 1): torch.tensor([[0.9, 0.1, 0.3], [torch.nan, torch.nan, 0.4]])}
+    bases = {(0, 0): (torch.tensor([0.1, 0.3]), torch.tensor([0.0, 0.2])),
+             (0, 1): (torch.tensor([0.2, 0.1]), torch.tensor([0.1, 0.1, 0.5]))}
+    got = matching.match_layer_pairs([2], [2, 3], lambda la, lb: (keys[la, lb], *bases[la, lb]), 2)
+    a = got.a[0]
+    # A's unit 0: 0.9 in layer 0 (index 1) and 0.9 in layer 1 (index 0): the lower layer first
+    assert a.layer.tolist() == [[0, 1], [1, 0]] and a.index.tolist() == [[1, 0], [2, 0]]
+    torch.testing.assert_close(a.score, torch.tensor([[0.9, 0.9], [0.4, 0.2]], dtype=torch.float64))
+    torch.testing.assert_close(a.excess, a.score - torch.tensor([[0.2], [0.3]], dtype=torch.float64))
+    b1 = got.b[1]  # B's layer 1: every unit sees A's layer 0 only; NaN never matched
+    assert b1.index.tolist() == [[0, -1], [0, -1], [1, 0]]
+    torch.testing.assert_close(b1.excess[:, 0], torch.tensor([0.8, 0.0, -0.1], dtype=torch.float64))
+    assert got.mutual_a(0).tolist() == [True, True] and got.mutual_b(1).tolist() == [False, False, True]
+    assert got.mutual_b(0).tolist() == [False, True]  # B's L0/1's best is A's 0, whose best is B's L0/1
+
+
+def test_distinct_rows_keep_each_id_at_its_first_place():
+    got = matching.distinct_rows(torch.tensor([[1, 2, 1, 3], [4, -1, 4, 4]]))
+    assert got.tolist() == [[1, 2, -1, 3], [4, -1, -1, -1]]
+
+
+def test_a_shared_vocabulary_gives_equal_strings_one_id_and_none_no_id():
+    map_a, map_b, n = matching.shared_vocabulary(["x", "y", None, "x"], ["y", "z", None])
+    assert map_a.tolist() == [0, 1, -1, 0] and map_b.tolist() == [1, 2, -1] and n == 3
+
+
+def _decoding_answer(tops_a, tops_b, permutation):
+    """Plain Python sets: each of A's units' (score, same_top, baseline) against every unit of B."""
+    k = tops_a[0].shape[1]
+    units_b = [(lb, j, set(t[j].tolist()) - {-1}, int(t[j, 0])) for lb, t in enumerate(tops_b)
+               for j in range(t.shape[0])]
+    out = []
+    for top in tops_a:
+        for row in top.tolist():
+            mine = set(row) - {-1}
+            cands = [(len(mine & s) / k, row[0] == first and row[0] >= 0, lb, j) for lb, j, s, first in units_b
+                     if mine & s]
+            cands.sort(key=lambda c: (-c[0], -c[1], c[2], c[3]))
+            base = max(len(mine & {int(permutation[t]) for t in s}) / k for _, _, s, _ in units_b)
+            out.append((cands, base))
+    return out
+
+
+def test_decoding_matches_equal_set_overlaps_ranked_by_overlap_then_top_token():
+    tops_a = [torch.tensor([[0, 1, 2], [3, 4, 5], [6, 7, 8]])]
+    tops_b = [torch.tensor([[2, 1, 9], [0, 1, 2], [11, 10, -1]]), torch.tensor([[1, 2, 0], [5, 3, 4]])]
+    got = matching.match_decodings(tops_a, tops_b, 2, n_tokens=12, seed=5)
+    side = got.a[0]
+    # unit 0: {0,1,2} in B's L0/1 (top 0 = 0: same) and L1/0 (top 1): the same top token ranks first
+    assert side.layer.tolist() == [[0, 1], [1, -1], [-1, -1]]
+    assert side.index.tolist() == [[1, 0], [1, -1], [-1, -1]]
+    torch.testing.assert_close(side.score[:2, 0], torch.tensor([1.0, 1.0], dtype=torch.float64))
+    assert side.same_top.tolist() == [[True, False], [False, False], [False, False]]
+    permutation = matching.vocabulary_permutation(12, 5)
+    answer = _decoding_answer(tops_a, tops_b, permutation)
+    for unit, (cands, base) in enumerate(answer):
+        for rank, (score, same, lb, j) in enumerate(cands[:2]):
+            assert (side.layer[unit, rank], side.index[unit, rank]) == (lb, j)
+            assert side.score[unit, rank].item() == pytest.approx(score)
+            assert side.same_top[unit, rank].item() == same
+            assert side.excess[unit, rank].item() == pytest.approx(score - base)
+    assert got.mutual_a(0).tolist() == [True, True, False]
+    assert got.b[0].index[2].tolist() == [-1, -1]  # shares no token with any of A's units: no match
+
+
+def test_decoding_baselines_relabel_the_other_models_tokens():
+    tops = [torch.tensor([[0, 1], [2, 3]])]
+    permutation = matching.vocabulary_permutation(4, 0)
+    got = matching.match_decodings(tops, tops, 1, n_tokens=4, seed=0)
+    relabelled = [set(permutation[t].tolist()) for t in tops[0]]
+    for unit, row in enumerate(tops[0].tolist()):
+        base = max(len(set(row) & s) for s in relabelled) / 2
+        assert got.a[0].excess[unit, 0].item() == pytest.approx(1.0 - base)
+        assert got.b[0].excess[unit, 0].item() == pytest.approx(1.0 - base)
+    assert sorted(permutation.tolist()) == [0, 1, 2, 3]
+    assert torch.equal(permutation, matching.vocabulary_permutation(4, 0))

@@ -14,7 +14,7 @@ from compgraph.ingest import IngestConfig, ingest
 from compgraph.models.loading import native_bf16
 from compgraph.store.memory import MemoryStore
 
-from tests.helpers.models import TINY, build_tiny_llama
+from tests.helpers.models import SMALL_D_MLP, TINY, build_tiny_llama
 
 P = schema.Prop
 K, N = 3, 768
@@ -40,9 +40,9 @@ def _copy(source, path, noise: float = 0.0):
 
 
 def _match(store, a_dir, b_dir, **options):
+    options = {"match_top_k": K, "match_positions": N, **options}
     return ingest(store, IngestConfig.of(str(a_dir), name="a", extract=("match",), device="cpu",
-                                         match_with="b", match_source=str(b_dir), match_top_k=K,
-                                         match_positions=N, **options))
+                                         match_with="b", match_source=str(b_dir), **options))
 
 
 def _edges(store) -> pl.DataFrame:
@@ -189,3 +189,111 @@ def test_a_corpus_too_short_is_refused_before_anything_is_written(tiny_dir, tmp_
         ingest(store, IngestConfig.of(str(tiny_dir), name="a", extract=("match",), device="cpu", match_with="b",
                                       match_source=str(copy), match_positions=100_000_000))
     assert store.nodes(schema.RUN).sort("uid").equals(before[0]) and _edges(store).sort("src", "dst").equals(before[1])
+
+
+# ---- the decoding method ------------------------------------------------------------------------
+
+def _decoding(store, a_dir, b_dir, **options):
+    return _match(store, a_dir, b_dir, match_methods=("decoding",), **options)
+
+
+def _plain_tops(path, k: int = 10):
+    """Every neuron's top-k tokens by its down-projection column times the final norm's gain
+    through the LM head, in plain torch (ids below the tokenizer's length): [layers * d_mlp, k]."""
+    model = T.AutoModelForCausalLM.from_pretrained(path)
+    n = len(T.AutoTokenizer.from_pretrained(path))
+    w_u = model.lm_head.weight[:n].detach()
+    gain = model.model.norm.weight.detach()
+    return torch.cat([((layer.mlp.down_proj.weight.detach().T * gain) @ w_u.T).topk(k, dim=1).indices
+                      for layer in model.model.layers])
+
+
+def test_decoding_recovers_a_permuted_copy_exactly_with_the_same_top_tokens(tiny_dir, tmp_path):
+    store = MemoryStore()
+    report = _decoding(store, tiny_dir, _copy(tiny_dir, tmp_path / "permuted"))
+    assert report.stage("match/b/decoding").shards_written == ["nodes", "a:L0", "a:L1", "b:L0", "b:L1"]
+    best = _edges(store).filter(pl.col(P.RANK) == 0)
+    assert best.height == 2 * TINY["layers"] * TINY["d_mlp"] and set(best[P.METHOD]) == {"decoding"}
+    for layer, perm in enumerate(PERMS):
+        forward = best.filter((pl.col("from") == "a") & (pl.col("src_layer") == layer)).sort("src_index")
+        backward = best.filter((pl.col("from") == "b") & (pl.col("src_layer") == layer)).sort("src_index")
+        assert (forward["dst_layer"] == layer).all() and forward["dst_index"].to_list() == torch.argsort(perm).tolist()
+        assert backward["dst_index"].to_list() == perm.tolist()
+    assert (best[P.SCORE] == 1.0).all() and best[P.SAME_TOP].all() and best[P.MUTUAL].all()
+
+
+def test_decoding_scores_equal_set_overlaps_of_plain_torch_top_tokens(tiny_dir, tmp_path):
+    """A noisy copy: each of A's units' best score and its same_top against the best overlap
+    of top-10 sets recomputed here, and at least 95 % of units matched to their own copy."""
+    copy = _copy(tiny_dir, tmp_path / "noisy", noise=0.05)
+    store = MemoryStore()
+    _decoding(store, tiny_dir, copy)
+    top_a, top_b = _plain_tops(tiny_dir), _plain_tops(copy)
+    sets_b = [set(row) for row in top_b.tolist()]
+    best = _edges(store).filter((pl.col(P.RANK) == 0) & (pl.col("from") == "a")).sort("src_layer", "src_index")
+    d = TINY["d_mlp"]
+    for row, (score, same, lb, j) in zip(top_a.tolist(),
+                                         best.select(P.SCORE, P.SAME_TOP, "dst_layer", "dst_index").iter_rows()):
+        overlaps = [len(set(row) & s) / 10 for s in sets_b]
+        assert score == pytest.approx(max(overlaps)) and overlaps[lb * d + j] == pytest.approx(score)
+        assert same == (row[0] == top_b[lb * d + j, 0].item())
+    right = sum(int(torch.argsort(PERMS[l])[i]) == j and l == lb for l, i, lb, j in
+                best.select("src_layer", "src_index", "dst_layer", "dst_index").iter_rows())
+    assert best.height == TINY["layers"] * d and right / best.height >= 0.95
+
+
+def test_decoding_independent_models_share_almost_no_tokens(tiny_dir, tmp_path):
+    store = MemoryStore()
+    _decoding(store, tiny_dir, build_tiny_llama(tmp_path / "other", seed=1))
+    best = _edges(store).filter(pl.col(P.RANK) == 0)
+    # random top-10s out of 49,165 tokens: few units share any token, none more than one or two
+    assert best.height < 0.25 * 2 * TINY["layers"] * TINY["d_mlp"] and best[P.SCORE].max() <= 0.2
+    assert (best[P.EXCESS] <= best[P.SCORE]).all()
+
+
+def test_decoding_across_tokenizers_compares_token_strings(tiny_dir, small_model):
+    """SmolLM2's tokenizer against a 320-token BPE one: overlaps of decoded strings, recomputed
+    here from plain-torch top tokens and ``tokenizer.decode``."""
+    store = MemoryStore()
+    _decoding(store, tiny_dir, small_model)
+    tok_a, tok_b = T.AutoTokenizer.from_pretrained(tiny_dir), T.AutoTokenizer.from_pretrained(small_model)
+
+    def strings(tok, tops):
+        def one(t):
+            text = tok.decode([t]).strip()
+            return None if not text or "\ufffd" in text else text
+        return [{one(t) for t in row} - {None} for row in tops.tolist()]
+
+    sets_a, sets_b = strings(tok_a, _plain_tops(tiny_dir)), strings(tok_b, _plain_tops(small_model))
+    best = _edges(store).filter((pl.col(P.RANK) == 0) & (pl.col("from") == "b")).sort("src_layer", "src_index")
+    assert best.height > 0
+    width_a = TINY["d_mlp"]
+    keyed = {(l, i): (s, lb, j) for l, i, s, lb, j in
+             best.select("src_layer", "src_index", P.SCORE, "dst_layer", "dst_index").iter_rows()}
+    d_b = SMALL_D_MLP
+    for unit, mine in enumerate(sets_b):
+        overlaps = [len(mine & s) / 10 for s in sets_a]
+        got = keyed.get((unit // d_b, unit % d_b))
+        if max(overlaps) == 0:
+            assert got is None
+        else:
+            score, lb, j = got
+            assert score == pytest.approx(max(overlaps)) and overlaps[lb * width_a + j] == pytest.approx(score)
+
+
+def test_each_method_keeps_its_matches_until_it_is_recomputed(tiny_dir, tmp_path):
+    store = MemoryStore()
+    copy = _copy(tiny_dir, tmp_path / "copy")
+    _match(store, tiny_dir, copy, match_methods=("activation", "decoding"))
+    runs = dict(_edges(store).group_by(P.METHOD).agg(pl.col("run").unique()).iter_rows())
+    assert sorted(runs) == ["activation", "decoding"] and all(len(r) == 1 for r in runs.values())
+    decoded = _edges(store).filter(pl.col(P.METHOD) == "decoding").sort("src", "dst")
+    _match(store, tiny_dir, copy, match_top_k=1)  # activation only, recomputed: decoding untouched
+    assert _edges(store).filter(pl.col(P.METHOD) == "decoding").sort("src", "dst").equals(decoded)
+    activation = _edges(store).filter(pl.col(P.METHOD) == "activation")
+    assert activation[P.RANK].max() == 0 and activation.height == 2 * TINY["layers"] * TINY["d_mlp"]
+    _decoding(store, tiny_dir, copy, top_k=5)  # decoding over top-5 tokens, recomputed: activation untouched
+    assert _edges(store).filter(pl.col(P.METHOD) == "activation").sort("src", "dst").equals(activation.sort("src", "dst"))
+    redone = _edges(store).filter(pl.col(P.METHOD) == "decoding")
+    assert redone["run"].n_unique() == 1 and redone["run"][0] != runs["decoding"][0]
+    assert ((redone[P.SCORE] * 5).round(9) % 1 == 0).all() and redone[P.RANK].max() == K - 1  # overlaps j / 5
