@@ -34,10 +34,11 @@ if TYPE_CHECKING:  # pragma: no cover
 P = schema.Prop
 (UID, MODEL, LAYER, INDEX, HEAD, KV_HEAD, EXPERT, RANK, METHOD, VIA, ABLATION, DIRECTION, METRIC, TASK, INPUT,
  KIND, EFFECT, EFFECT_NORM, N_EXAMPLES, SCORE, WEIGHT, LEVEL, SIZE, FAITHFULNESS, METRIC_FULL, METRIC_EMPTY,
- METRIC_CIRCUIT, EXCESS, MUTUAL) = (str(p) for p in (  # plain str: polars reads StrEnum values as Enum
+ METRIC_CIRCUIT, EXCESS, MUTUAL, SAME_TOP) = (str(p) for p in (  # plain str: polars reads StrEnum values as Enum
     P.UID, P.MODEL, P.LAYER, P.INDEX, P.HEAD, P.KV_HEAD, P.EXPERT, P.RANK, P.METHOD, P.VIA, P.ABLATION,
     P.DIRECTION, P.METRIC, P.TASK, P.INPUT, P.KIND, P.EFFECT, P.EFFECT_NORM, P.N_EXAMPLES, P.SCORE, P.WEIGHT,
-    P.LEVEL, P.SIZE, P.FAITHFULNESS, P.METRIC_FULL, P.METRIC_EMPTY, P.METRIC_CIRCUIT, P.EXCESS, P.MUTUAL))
+    P.LEVEL, P.SIZE, P.FAITHFULNESS, P.METRIC_FULL, P.METRIC_EMPTY, P.METRIC_CIRCUIT, P.EXCESS, P.MUTUAL,
+    P.SAME_TOP))
 CURVE_PROPS = (str(P.CPR), str(P.CMD))
 
 COMPONENT_KINDS: dict[str, schema.NodeKind] = {
@@ -184,21 +185,22 @@ class KB:
                 rank: int | None = None) -> pl.DataFrame:
         """``MATCHES`` from ``model_a``'s components to ``model_b``'s (of ``method`` and
         ``rank``; None: any): component, kind, layer, index, match, dst_kind, dst_layer,
-        dst_index, method, score, excess, rank, mutual. Ordered by layer, index, method, rank."""
+        dst_index, method, score, excess, rank, mutual, same_top (decoding; null for the
+        activation method). Ordered by layer, index, method, rank."""
         where = _present({METHOD: method, RANK: rank})
         edges = _conform(self.store.edges(schema.MATCHES, where=where or None, source_where={MODEL: model_a},
                                           target_where={MODEL: model_b}),
                          {"src": pl.String, "dst": pl.String, METHOD: pl.String, SCORE: pl.Float64,
-                          EXCESS: pl.Float64, RANK: pl.Int64, MUTUAL: pl.Boolean})
+                          EXCESS: pl.Float64, RANK: pl.Int64, MUTUAL: pl.Boolean, SAME_TOP: pl.Boolean})
         frame = edges.select(pl.col("src").alias("component"), pl.col("dst").alias("match"), METHOD, SCORE,
-                             EXCESS, RANK, MUTUAL)
+                             EXCESS, RANK, MUTUAL, SAME_TOP)
         frame = self._describe(model_a, frame, "component")
         other = self._lookup(model_b, frame["match"].unique().to_list()).select(
             pl.col(UID).alias("match"), pl.col("kind").alias("dst_kind"), pl.col(LAYER).alias("dst_layer"),
             pl.col(INDEX).alias("dst_index"))
         frame = frame.join(other, on="match", how="left", maintain_order="left")
         columns = ["component", *DESCRIBE, "match", "dst_kind", "dst_layer", "dst_index", METHOD, SCORE, EXCESS,
-                   RANK, MUTUAL]
+                   RANK, MUTUAL, SAME_TOP]
         return frame.select(columns).sort([LAYER, INDEX, METHOD, RANK], nulls_last=True)
 
     # ---- the component graph ---------------------------------------------------------------

@@ -14,6 +14,10 @@ layers is ``l / (L - 1)`` (0 the first layer, 1 the last; 0 when L = 1).
   (rows sum to 1; empty rows are 0): the "best-match heat map".
 - :func:`summary`: one row: units, share universal, mean score and excess, share mutual,
   and the excess quantiles (5 %, 25 %, 50 %, 75 %, 95 %).
+
+With a ``same_top`` column (the decoding method), :func:`by_layer` and :func:`summary` also
+give ``same_top``: the share of A's units whose best match has the same top decoded token.
+Units that share no decoded token with any unit of B have no match and are not counted.
 """
 
 from __future__ import annotations
@@ -29,6 +33,10 @@ def relative_depth(layer: pl.Expr, n_layers: int) -> pl.Expr:
     return layer.cast(pl.Float64) / max(n_layers - 1, 1)
 
 
+def _same_top(best: pl.DataFrame) -> list[pl.Expr]:
+    return [pl.col("same_top").mean().alias("same_top")] if "same_top" in best.columns else []
+
+
 def by_layer(best: pl.DataFrame, n_layers_b: int, *, threshold: float = UNIVERSAL) -> pl.DataFrame:
     return (best.group_by("layer").agg(
         pl.len().alias("units"),
@@ -37,6 +45,7 @@ def by_layer(best: pl.DataFrame, n_layers_b: int, *, threshold: float = UNIVERSA
         pl.col("excess").mean().alias("mean_excess"),
         pl.col("mutual").mean().alias("mutual"),
         relative_depth(pl.col("dst_layer"), n_layers_b).mean().alias("match_depth"),
+        *_same_top(best),
     ).sort("layer"))
 
 
@@ -60,5 +69,6 @@ def summary(best: pl.DataFrame, *, threshold: float = UNIVERSAL) -> pl.DataFrame
         pl.col("score").mean().alias("mean_score"),
         pl.col("excess").mean().alias("mean_excess"),
         pl.col("mutual").mean().alias("mutual"),
+        *_same_top(best),
         **quantiles,
     )

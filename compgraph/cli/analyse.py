@@ -24,7 +24,8 @@ Subcommands (every one takes ``--model`` (required), ``--format table|json``, ``
 - ``convergence``: two models' neurons matched (``compgraph match``; ``--models A,B``
   instead of ``--model``): one summary row of A's units' best matches in B (units,
   share universal at ``--threshold``, mean score and excess, share mutual, excess
-  quantiles), then one row per layer of A (:mod:`compgraph.analysis.convergence`).
+  quantiles; with ``--method decoding`` the share whose best match has the same top
+  decoded token), then one row per layer of A (:mod:`compgraph.analysis.convergence`).
   ``--out``: ``convergence_<A>_<B>.png`` (the best-match depth map and the excess histogram).
 
 Graphs and circuits come from :class:`compgraph.kb.KB`; the analyses are the pure
@@ -429,6 +430,8 @@ def convergence(models, method, threshold, bins, fmt, out, store, database):
     with _kb(store, database, a) as kb:
         require_model(kb.store, b)
         best = kb.matches(a, b, method=method, rank=0).filter(pl.col("kind") == "neuron")
+        if method != str(schema.MatchMethod.DECODING):
+            best = best.drop(str(schema.Prop.SAME_TOP))
         layers = {m: kb.store.nodes(schema.MODEL, uids=[schema.model_uid(m)])[str(schema.Prop.N_LAYERS)][0]
                   for m in names}
     if best.height == 0:

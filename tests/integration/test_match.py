@@ -74,6 +74,11 @@ def test_convergence_of_a_permuted_copy(cli, two_models, tmp_path):
     assert (tmp_path / "fig" / "convergence_zeta_alpha.png").stat().st_size > 0
     none = cli("analyse", "convergence", "--models", "zeta,alpha", "--method", "decoding")
     assert none.exit_code == 1 and "no MATCHES by decoding from zeta to alpha" in none.output
+    assert cli("match", "zeta", "alpha", "--match-methods", "decoding", "--device", "cpu").exit_code == 0
+    decoded = cli("analyse", "convergence", "--models", "zeta,alpha", "--method", "decoding", "--format", "json")
+    assert decoded.exit_code == 0, decoded.output
+    summary = json.loads(decoded.stdout)["summary"]
+    assert summary["units"] == UNITS and summary["same_top"] == 1.0 and summary["mean_score"] == 1.0
 
 
 def test_kb_matches_describe_both_ends(two_models, cli, tmp_path):
@@ -85,7 +90,8 @@ def test_kb_matches_describe_both_ends(two_models, cli, tmp_path):
         frame = kb.matches("alpha", "zeta")
     assert frame.height == UNITS * 2
     assert frame.columns == ["component", "kind", "layer", "index", "match", "dst_kind", "dst_layer", "dst_index",
-                             "method", "score", "excess", "rank", "mutual"]
+                             "method", "score", "excess", "rank", "mutual", "same_top"]
+    assert frame["same_top"].null_count() == frame.height  # the activation method has none
     best = frame.filter(frame["rank"] == 0)
     assert (best["layer"] == best["dst_layer"]).all() and set(best["dst_kind"]) == {"neuron"}
     assert best["component"].str.starts_with("alpha/").all() and best["match"].str.starts_with("zeta/").all()

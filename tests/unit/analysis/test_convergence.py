@@ -46,3 +46,10 @@ def test_summary():
     assert got["mean_excess"] == pytest.approx(0.33)
     assert got["excess_q50"] == pytest.approx(0.5)
     assert got["excess_q25"] == pytest.approx(0.1) and got["excess_q95"] == pytest.approx(0.59)
+
+
+def test_same_top_is_the_share_of_best_matches_with_the_same_top_token():
+    decoded = BEST.with_columns(pl.Series("same_top", [True, False, True, True, False]))
+    assert conv.summary(decoded)["same_top"].to_list() == [pytest.approx(0.6)]
+    assert conv.by_layer(decoded, n_layers_b=5)["same_top"].to_list() == [0.5, 1.0, 0.5]
+    assert "same_top" not in conv.summary(BEST).columns  # the activation method has none
