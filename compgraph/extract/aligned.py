@@ -21,6 +21,12 @@ standardized units times a random rotation (:func:`compgraph.extract.matching.ra
 ``seed``: one Haar-random matrix per model, drawn once and applied to every layer, the
 product in float32).
 
+*Heads* (:func:`head_patterns`): a head's units of activation are its attention weights
+between aligned positions: for queries at aligned positions p_i and keys j ≤ i, the
+attention mass on the tokens of segment j — after p_{j-1} up to p_j, the same stretch of
+text in both models (:func:`segment_attention`). They are standardized, rotated and
+matched as neurons are; the rotation mixes a layer's heads.
+
 *Matching* (:func:`match_neurons`): for every layer pair, r = Zaᵀ Zb / N (the Pearson
 correlation); each unit's baseline is its best correlation with the rotated units of every
 layer of the other model (Gurnee et al.'s baseline over the whole model), and its top-k
@@ -133,22 +139,32 @@ def neuron_activations(model, adapter: Adapter, n_layers: int, ids: list[list[in
     device = next(model.parameters()).device
     sites = [("mlp_hidden", layer) for layer in range(n_layers)]
     rows: list[list[torch.Tensor]] = [[] for _ in range(n_layers)]
-    for start in range(0, len(ids), batch_size):
-        batch, where = ids[start:start + batch_size], positions[start:start + batch_size]
-        width = max(len(s) for s in batch)
-        tensor = torch.zeros(len(batch), width, dtype=torch.long)
-        for b, seq in enumerate(batch):
-            tensor[b, :len(seq)] = torch.tensor(seq)
+    for batch, where in _batches(ids, positions, batch_size):
         select_b = torch.tensor([b for b, pos in enumerate(where) for _ in pos])
         select_t = torch.tensor([t for pos in where for t in pos])
         with capture(model, adapter, sites) as acts:
-            model(tensor.to(device))
+            model(batch.to(device))
         for layer, site in enumerate(sites):
             rows[layer].append(acts[site][0][select_b, select_t].float().cpu())
         advance()
+    return _standardized(rows, seed, dtype)
+
+
+def _batches(ids: list[list[int]], positions: list[list[int]], batch_size: int):
+    """(right-padded ids [B, T], their positions) per batch of ``batch_size`` sequences."""
+    for start in range(0, len(ids), batch_size):
+        batch, where = ids[start:start + batch_size], positions[start:start + batch_size]
+        tensor = torch.zeros(len(batch), max(len(s) for s in batch), dtype=torch.long)
+        for b, seq in enumerate(batch):
+            tensor[b, :len(seq)] = torch.tensor(seq)
+        yield tensor, where
+
+
+def _standardized(rows: list[list[torch.Tensor]], seed: int, dtype) -> Standardized:
+    """Each layer's rows stacked [N, units], standardized, with the rotated copy (module docstring)."""
     z, rotated, constant = [], [], []
     rotation = None
-    for layer in range(n_layers):
+    for layer in range(len(rows)):
         x = torch.cat(rows[layer])
         rows[layer] = []
         standard, still = standardize(x)
@@ -159,6 +175,40 @@ def neuron_activations(model, adapter: Adapter, n_layers: int, ids: list[list[in
         rotated.append(turned.to(dtype))
         constant.append(still)
     return Standardized(z, rotated, constant)
+
+
+def segment_attention(pattern: torch.Tensor, positions: list[int]) -> torch.Tensor:
+    """[H, n(n+1)/2]: a sequence's attention between its n aligned positions, flattened.
+
+    ``pattern`` [H, T, T] (query, key). Entry (i, j), j <= i, in row-major order of the
+    lower triangle: the attention of the query at aligned position p_i to the tokens of
+    segment j, the tokens after p_{j-1} up to p_j (from the first token for j = 0). Two
+    tokenizations cut the same text at the aligned positions, so segment j covers the
+    same text in both models; with one tokenizer and consecutive positions segment j is
+    one token and the entry is A(p_i, p_j).
+    """
+    where = torch.tensor(positions)
+    mass = pattern[:, where, :].double().cumsum(-1)[:, :, where]  # [H, n, n]: mass up to p_j
+    mass = torch.cat([mass[:, :, :1], mass[:, :, 1:] - mass[:, :, :-1]], dim=2)
+    i, j = torch.tril_indices(len(positions), len(positions))
+    return mass[:, i, j].float()
+
+
+@torch.no_grad()
+def head_patterns(model, n_layers: int, ids: list[list[int]], positions: list[list[int]], *, batch_size: int = 8,
+                  seed: int = 0, dtype=torch.bfloat16, advance: Callable[[], None] = lambda: None) -> Standardized:
+    """Every layer's query heads as units: each head's :func:`segment_attention` entries over
+    every sequence, standardized per head (``z[l]`` [entries, heads]; module docstring).
+    The model must return its attention weights (eager attention)."""
+    device = next(model.parameters()).device
+    rows: list[list[torch.Tensor]] = [[] for _ in range(n_layers)]
+    for batch, where in _batches(ids, positions, batch_size):
+        patterns = model(batch.to(device), output_attentions=True).attentions
+        for layer in range(n_layers):
+            pattern = patterns[layer].float().cpu()
+            rows[layer] += [segment_attention(pattern[b], pos).T for b, pos in enumerate(where)]
+        advance()
+    return _standardized(rows, seed, dtype)
 
 
 @torch.no_grad()

@@ -1,28 +1,36 @@
-"""The ``match`` stage: MATCHES edges between the neurons of this model (A) and another (B).
+"""The ``match`` stage: MATCHES edges between the units of this model (A) and another (B).
 
-One run per other model (scope: B's name). Both models read the same corpus text, aligned
-token by token when they share a tokenizer and on word ends otherwise
-(:mod:`compgraph.extract.aligned`); every neuron of A is scored against every neuron of B
-by the Pearson correlation of their activations over the aligned positions, and each
-keeps its ``match_top_k`` best in the other model, in both directions::
+Units: MLP neurons and/or query heads (``match_components``). Methods (``match_methods``):
 
-    (a)-[:MATCHES {method: "activation", score, excess, rank, mutual, run}]->(b)
+- ``activation`` (neurons and heads): both models read the same corpus text, aligned
+  token by token when they share a tokenizer and on word ends otherwise
+  (:mod:`compgraph.extract.aligned`); a neuron's activations at the aligned positions, or
+  a head's attention between them, are correlated with every unit of the other model:
+  ``score`` is the Pearson correlation, ``excess`` the score minus the unit's best
+  correlation with the other model's units after a random rotation, over all its layers
+  (Gurnee et al. 2024).
+- ``decoding`` (neurons): the overlap of the two neurons' top-k decoded tokens, with
+  ``same_top`` (:mod:`compgraph.extract.decodings`).
 
-``score`` is the correlation, ``excess`` the score minus the unit's best correlation with
-the other model's units after a random rotation, over all its layers (Gurnee et al. 2024), ``rank`` 0 the best match, ``mutual`` whether the two are each other's rank-0
+Each unit keeps its ``match_top_k`` best in the other model, in both directions::
+
+    (a)-[:MATCHES {method, score, excess, rank, mutual, run}]->(b)   (+ same_top: decoding)
+
+``rank`` 0 is the best match, ``mutual`` says whether the two are each other's rank-0
 match. Definitions: :mod:`compgraph.extract.matching`.
 
-Shards: ``nodes`` (both models' neurons, identity only, so edges never miss an endpoint),
+Runs: one per other model, kind of unit and method (:meth:`MatchStage.instances`).
+Shards: ``nodes`` (both models' units, identity only, so edges never miss an endpoint),
 then ``a:L{l}`` for each of A's layers (the edges leaving A's layer l) and ``b:L{l}`` for
-each of B's (the edges leaving B's layer l), so the edges leaving one neuron come from one
+each of B's (the edges leaving B's layer l), so the edges leaving one unit come from one
 shard. Every layer shard reads one all-layer-pairs matching, computed once per job from
 the two models' activations (memory: both models' standardized activations and their
-rotations, ``4 · N · (L_A · d_A + L_B · d_B)`` bytes in bfloat16, besides both models'
-weights and a few float32 matrices of one layer pair); a resumed job computes it again.
-The pair's run belongs to the model whose name sorts first (``compgraph match`` orders
-them; ``ingest --match-with`` in the other order is refused), so no two runs write the
-same edges. A document's first position is kept (Qwen adds no BOS token): attention-sink
-activations there count like any other position.
+rotations, ``4 · N · (L_A · d_A + L_B · d_B)`` bytes in bfloat16 for neurons, besides both
+models' weights and a few float32 matrices of one layer pair); a resumed job computes it
+again. The pair's runs belong to the model whose name sorts first (``compgraph match``
+orders them; ``ingest --match-with`` in the other order is refused), so no two runs write
+the same edges. A document's first position is kept (Qwen adds no BOS token):
+attention-sink activations there count like any other position.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ from compgraph.extract import aligned, decodings, matching
 from compgraph.models import loading
 from compgraph.models.info import ModelInfo, model_info
 from compgraph.options import option
+from compgraph.schema import ComponentKind as K
 from compgraph.stages import rows
 from compgraph.stages.shared import TopKConfig
 
@@ -70,6 +79,10 @@ class MatchConfig(TopKConfig, CorpusConfig):
         (schema.MatchMethod.ACTIVATION.value,), "Comma list of match methods: activation, decoding.",
         choices=tuple(m.value for m in schema.MatchMethod))
     """The methods computed, one run each (scope ``{other}`` for activation, ``{other}/{method}`` else)."""
+    match_components: tuple[str, ...] = option(
+        (K.NEURON.value,), "Comma list of the units matched: neuron (activation, decoding), head (activation).",
+        choices=(K.NEURON.value, K.HEAD.value))
+    """MLP neurons and/or query heads (heads: attention between aligned positions)."""
     match_via: str = option("out", "Decoding method: the neuron direction decoded (out, in or gate).",
                             choices=("out", "in", "gate"))
     """Decoding: which direction's top ``top_k`` tokens are compared (``DECODES_TO.via``)."""
@@ -82,6 +95,8 @@ class MatchConfig(TopKConfig, CorpusConfig):
 
 _DEFAULTS = {f.name: f.default for f in fields(MatchConfig)}
 M = schema.MatchMethod
+METHODS_OF = {K.NEURON: (M.ACTIVATION, M.DECODING), K.HEAD: (M.ACTIVATION,)}
+"""The methods that match each kind of unit."""
 
 
 class MatchStage(Stage):
@@ -90,23 +105,34 @@ class MatchStage(Stage):
     Config = MatchConfig
     trigger = "match_with"
     inputs = ("weights", "corpus")
-    description = "MATCHES between this model's neurons and another model's (activation correlation)."
+    description = ("MATCHES between this model's neurons or heads and another model's (activation correlation, "
+                   "decoded tokens).")
 
     def instances(self, config: MatchConfig) -> list[tuple[str, MatchConfig]]:
-        """One run per method: scope ``{other}`` for activation (as before there were
-        methods), ``{other}/{method}`` for the others, so that each method's MATCHES stay
-        until that method is recomputed. A run's config holds only what its method reads."""
+        """One run per kind of unit and method that matches it (:data:`METHODS_OF`): scope
+        ``{other}`` for neurons by activation (as before there were methods),
+        ``{other}/{method}`` for neurons by another method, ``{other}/heads`` for heads; so
+        that each one's MATCHES stay until it is recomputed. A run's config holds only what
+        it reads."""
         if not config.match_with:
             return []
         out = []
-        for method in dict.fromkeys(config.match_methods):
-            if method == M.ACTIVATION:
-                out.append((config.match_with, replace(config, match_methods=(method,), match_via="out",
-                                                       top_k=_DEFAULTS["top_k"])))
-            else:
-                out.append((f"{config.match_with}/{method}",
-                            replace(config, match_methods=(method,), match_positions=_DEFAULTS["match_positions"],
-                                    seq_len=_DEFAULTS["seq_len"], corpus=None)))
+        for kind in dict.fromkeys(config.match_components):
+            for method in dict.fromkeys(config.match_methods):
+                if method not in METHODS_OF[kind]:
+                    continue
+                one = replace(config, match_components=(kind,), match_methods=(method,))
+                if method == M.ACTIVATION:
+                    one = replace(one, match_via=_DEFAULTS["match_via"], top_k=_DEFAULTS["top_k"])
+                else:
+                    one = replace(one, match_positions=_DEFAULTS["match_positions"], seq_len=_DEFAULTS["seq_len"],
+                                  corpus=None)
+                scope = config.match_with + ("/heads" if kind == K.HEAD else "") + (
+                    f"/{method}" if method != M.ACTIVATION else "")
+                out.append((scope, one))
+        if not out:
+            raise ConfigError(f"match: no method of --match-methods {','.join(config.match_methods)} matches "
+                              f"{', '.join(config.match_components)} (heads match by activation only)")
         return out
 
     def digests(self, config: MatchConfig) -> dict[str, str]:
@@ -127,7 +153,7 @@ class MatchStage(Stage):
                               f"{config.match_with} (the name that sorts first): use `compgraph match`")
         other = self._other(config)
         for model in (info, other):
-            if model.is_moe:
+            if model.is_moe and K.NEURON in config.match_components:
                 raise ConfigError(f"match: {model.name} is a MoE model; only dense MLP neurons are matched")
             if not model.causal and M.ACTIVATION in config.match_methods:
                 raise ConfigError(f"match: {model.name} is not a causal LM (sequences are right-padded "
@@ -149,7 +175,7 @@ class MatchStage(Stage):
                                   f"--match-positions {config.match_positions}")
             return where
 
-        return ctx.memo(("align", config), compute)
+        return ctx.memo(("align", config.match_source, config.seq_len, config.match_positions), compute)
 
     def shards(self, info: ModelInfo, config: MatchConfig, execution) -> list[str]:
         other = self._other(config)
@@ -166,11 +192,17 @@ class MatchStage(Stage):
         where = self._alignment(ctx, config)
         batch = ctx.execution.batch_size
         sides = []
+        heads = config.match_components[0] == K.HEAD
         for loaded, ids, pos in ((a, where.ids_a, where.pos_a), (b, where.ids_b, where.pos_b)):
             n_layers = loaded.model.config.num_hidden_layers
-            advance = ctx.progress(f"match: {loaded.source.spec} activations", -(-len(ids) // batch))
-            sides.append(aligned.neuron_activations(loaded.model, loaded.adapter, n_layers, ids, pos,
-                                                    batch_size=batch, seed=config.match_seed, advance=advance))
+            what = "attention" if heads else "activations"
+            advance = ctx.progress(f"match: {loaded.source.spec} {what}", -(-len(ids) // batch))
+            if heads:
+                sides.append(aligned.head_patterns(loaded.model, n_layers, ids, pos, batch_size=batch,
+                                                   seed=config.match_seed, advance=advance))
+            else:
+                sides.append(aligned.neuron_activations(loaded.model, loaded.adapter, n_layers, ids, pos,
+                                                        batch_size=batch, seed=config.match_seed, advance=advance))
         pairs = len(sides[0].z) * len(sides[1].z)
         return aligned.match_neurons(*sides, config.match_top_k, bf16_matmul=loading.native_bf16("cpu"),
                                      advance=ctx.progress("match: layer pairs", pairs))
@@ -196,7 +228,10 @@ class MatchStage(Stage):
 
     def run(self, ctx, config: MatchConfig, shard: str) -> Frames:
         info, other = ctx.info, self._other_info(ctx, config)
+        heads = config.match_components[0] == K.HEAD
         if shard == "nodes":
+            if heads:
+                return Frames.of(nodes=[(schema.HEAD, rows.head_identity(m)) for m in (info, other)])
             return Frames.of(nodes=[(schema.NEURON, rows.neuron_identity(m.name, layer, m.d_mlp))
                                     for m in (info, other) for layer in range(m.n_layers)])
         side_name, layer = shard.split(":L")
@@ -207,13 +242,14 @@ class MatchStage(Stage):
         else:
             side, mutual, src_model, dst_model = matches.b[layer], matches.mutual_b(layer), other.name, info.name
         return Frames.of(edges=[(schema.MATCHES, match_rows(side, mutual, src_model, layer, dst_model,
-                                                            config.match_methods[0]))])
+                                                            config.match_methods[0],
+                                                            schema.head_uid if heads else schema.neuron_uid))])
 
 
 def match_rows(side: matching.Side, mutual, src_model: str, layer: int, dst_model: str,
-               method: str = M.ACTIVATION.value) -> pl.DataFrame:
+               method: str = M.ACTIVATION.value, uid=schema.neuron_uid) -> pl.DataFrame:
     """MATCHES rows of one layer's units: one per (unit, rank) that has a match; ``same_top``
-    where the side has it (decoding)."""
+    where the side has it (decoding). ``uid(model, layer, index)`` names the units."""
     units, k = side.index.shape
     columns = {
         "unit": torch.arange(units).repeat_interleave(k).numpy(), P.RANK: torch.arange(k).repeat(units).numpy(),
@@ -227,8 +263,8 @@ def match_rows(side: matching.Side, mutual, src_model: str, layer: int, dst_mode
         extra = [P.SAME_TOP]
     frame = pl.DataFrame(columns).filter(pl.col("dst_index") >= 0)
     return frame.select(
-        pl.Series("src", [schema.neuron_uid(src_model, layer, u) for u in frame["unit"].to_list()]),
-        pl.Series("dst", [schema.neuron_uid(dst_model, lb, j)
+        pl.Series("src", [uid(src_model, layer, u) for u in frame["unit"].to_list()]),
+        pl.Series("dst", [uid(dst_model, lb, j)
                           for lb, j in zip(frame["dst_layer"].to_list(), frame["dst_index"].to_list())]),
         pl.lit(str(method)).alias(P.METHOD), P.SCORE, P.EXCESS,
         pl.col(P.RANK).cast(pl.Int64), (pl.col("best_mutual") & (pl.col(P.RANK) == 0)).alias(P.MUTUAL), *extra)

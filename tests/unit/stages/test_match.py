@@ -297,3 +297,107 @@ def test_each_method_keeps_its_matches_until_it_is_recomputed(tiny_dir, tmp_path
     redone = _edges(store).filter(pl.col(P.METHOD) == "decoding")
     assert redone["run"].n_unique() == 1 and redone["run"][0] != runs["decoding"][0]
     assert ((redone[P.SCORE] * 5).round(9) % 1 == 0).all() and redone[P.RANK].max() == K - 1  # overlaps j / 5
+
+
+# ---- heads ---------------------------------------------------------------------------------------
+
+HEAD_PERMS = [torch.tensor([1, 0, 3, 2]), torch.tensor([3, 2, 0, 1])]  # layer 1 swaps the two KV groups too
+
+
+def _sharpened(source, path, scale: float = 20.0):
+    """``source`` with its query and key weights scaled: a freshly initialised model attends
+    almost uniformly, so all its heads look alike; these attend sharply and differently."""
+    model = T.AutoModelForCausalLM.from_pretrained(source)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight.mul_(scale)
+            layer.self_attn.k_proj.weight.mul_(scale)
+    model.save_pretrained(path)
+    T.AutoTokenizer.from_pretrained(source).save_pretrained(path)
+    return path
+
+
+def _head_copy(source, path):
+    """``source`` with each layer's query heads permuted (the copy's head h is the source's
+    HEAD_PERMS[l][h]), KV heads moved with their group."""
+    model = T.AutoModelForCausalLM.from_pretrained(source)
+    d_head = model.config.hidden_size // model.config.num_attention_heads
+    group = model.config.num_attention_heads // model.config.num_key_value_heads
+    with torch.no_grad():
+        for layer, perm in zip(model.model.layers, HEAD_PERMS):
+            attn = layer.self_attn
+            rows = torch.cat([torch.arange(h * d_head, (h + 1) * d_head) for h in perm.tolist()])
+            attn.q_proj.weight.copy_(attn.q_proj.weight[rows])
+            attn.o_proj.weight.copy_(attn.o_proj.weight[:, rows])
+            kv = perm[::group] // group  # each new group's old KV head
+            kv_rows = torch.cat([torch.arange(g * d_head, (g + 1) * d_head) for g in kv.tolist()])
+            attn.k_proj.weight.copy_(attn.k_proj.weight[kv_rows])
+            attn.v_proj.weight.copy_(attn.v_proj.weight[kv_rows])
+    model.save_pretrained(path)
+    T.AutoTokenizer.from_pretrained(source).save_pretrained(path)
+    return path
+
+
+def _head_edges(store) -> pl.DataFrame:
+    return store.edges(schema.MATCHES).with_columns(
+        pl.col("src").str.extract(r"^(\w+)/").alias("from"),
+        pl.col("src").str.extract(r"/L(\d+)/").cast(pl.Int64).alias("src_layer"),
+        pl.col("src").str.extract(r"/H(\d+)$").cast(pl.Int64).alias("src_index"),
+        pl.col("dst").str.extract(r"/L(\d+)/").cast(pl.Int64).alias("dst_layer"),
+        pl.col("dst").str.extract(r"/H(\d+)$").cast(pl.Int64).alias("dst_index"))
+
+
+def test_heads_of_a_permuted_copy_are_recovered_by_their_attention(tiny_dir, tmp_path):
+    store = MemoryStore()
+    sharp = _sharpened(tiny_dir, tmp_path / "sharp")
+    report = _match(store, sharp, _head_copy(sharp, tmp_path / "heads"), match_components=("head",),
+                    match_positions=256)
+    assert report.stage("match/b/heads").shards_written == ["nodes", "a:L0", "a:L1", "b:L0", "b:L1"]
+    assert store.nodes(schema.HEAD).height == 2 * TINY["layers"] * TINY["heads"]
+    best = _head_edges(store).filter(pl.col(P.RANK) == 0)
+    assert best.height == 2 * TINY["layers"] * TINY["heads"] and (best["src_layer"] == best["dst_layer"]).all()
+    for layer, perm in enumerate(HEAD_PERMS):
+        forward = best.filter((pl.col("from") == "a") & (pl.col("src_layer") == layer)).sort("src_index")
+        assert forward["dst_index"].to_list() == torch.argsort(perm).tolist()
+    assert best[P.SCORE].min() > 1 - 2 ** -6 and best[P.MUTUAL].all() and set(best[P.METHOD]) == {"activation"}
+
+
+def test_head_scores_equal_numpys_correlation_of_plain_attention_weights(tiny_dir, tmp_path):
+    """Independent models: each head's best score against np.corrcoef over attention weights
+    returned by transformers, at every pair of non-special positions j <= i of the same
+    sequences (one tokenizer: each segment is one token)."""
+    import numpy as np
+
+    from compgraph.data.corpus import resolve_corpus
+
+    mine = _sharpened(tiny_dir, tmp_path / "mine")
+    other = _sharpened(build_tiny_llama(tmp_path / "other", seed=1), tmp_path / "other-sharp")
+    store = MemoryStore()
+    n = 128
+    _match(store, mine, other, match_components=("head",), match_positions=n)
+    tok = T.AutoTokenizer.from_pretrained(tiny_dir)
+    special = set(tok.all_special_ids)
+    entries = {}
+    for name, path in (("a", mine), ("b", other)):
+        model = T.AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager").eval()
+        cols, left = [], n
+        for text in resolve_corpus(None).documents():
+            ids = tok(text, add_special_tokens=True)["input_ids"][:128]
+            keep = [t for t, i in enumerate(ids) if i not in special][:left]
+            if not keep:
+                continue
+            with torch.no_grad():
+                att = model(torch.tensor([ids]), output_attentions=True).attentions
+            pairs = [(q, k) for a, q in enumerate(keep) for k in keep[:a + 1]]  # the first segment: all up to it
+            cols.append(np.stack([np.array([float(a[0, h, q, k]) if k != keep[0] else float(a[0, h, q, :k + 1].sum())
+                                            for q, k in pairs]) for a in att for h in range(a.shape[1])], axis=1))
+            left -= len(keep)
+            if not left:
+                break
+        entries[name] = np.concatenate(cols)
+    units = entries["a"].shape[1]
+    r = np.corrcoef(entries["a"].T, entries["b"].T)[:units, units:]
+    best = _head_edges(store).filter((pl.col(P.RANK) == 0) & (pl.col("from") == "a")).sort("src_layer", "src_index")
+    bound = 2 ** -7 + (2 ** -8 if native_bf16("cpu") else 0)
+    np.testing.assert_allclose(best[P.SCORE].to_numpy(), r.max(axis=1), atol=bound)
+    assert r.max(axis=1).min() < 0.9  # sharp heads of two models are not all alike
