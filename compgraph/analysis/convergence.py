@@ -18,9 +18,15 @@ layers is ``l / (L - 1)`` (0 the first layer, 1 the last; 0 when L = 1).
 With a ``same_top`` column (the decoding method), :func:`by_layer` and :func:`summary` also
 give ``same_top``: the share of A's units whose best match has the same top decoded token.
 Units that share no decoded token with any unit of B have no match and are not counted.
+
+- :func:`circuit_reuse`: for one task, the share of A's circuit members whose best match
+  lies in B's circuit for the task, against a permutation null (Merullo et al. 2024 ask
+  it of two tasks in one model; here it is two models on one task).
 """
 
 from __future__ import annotations
+
+from typing import Iterable
 
 import numpy as np
 import polars as pl
@@ -72,3 +78,48 @@ def summary(best: pl.DataFrame, *, threshold: float = UNIVERSAL) -> pl.DataFrame
         *_same_top(best),
         **quantiles,
     )
+
+
+def circuit_reuse(best: pl.DataFrame, circuit_a: Iterable[str], circuit_b: Iterable[str], units_b: pl.DataFrame, *,
+                  trials: int = 1000, seed: int = 0) -> dict:
+    """Cross-model reuse of one task's circuit: how many of A's circuit members have their
+    best match in B's circuit for the task, against a permutation null.
+
+    ``best``: A's rank-0 matches (``component``, ``match``: uids); ``circuit_a`` / ``circuit_b``:
+    the member uids of each model's circuit; ``units_b``: every unit of B a match may point
+    to (``uid``, ``kind``). ``matched`` counts A's members that have a best match (units of
+    a kind that is not matched, such as whole blocks, are left out); ``reused`` those whose
+    best match is in B's circuit; ``share`` = reused / matched (NaN when none is matched).
+
+    Null: B's circuit replaced by a random set of B's units with as many of each kind as
+    it has (drawn without replacement, ``trials`` times, seeded). ``expected`` is the exact
+    mean share under it (each member's match is in the random set with probability
+    s_kind / U_kind); ``null_std`` the std of the drawn shares; ``p`` = (1 + #{drawn share
+    ≥ share}) / (1 + trials).
+    """
+    members = set(circuit_a)
+    in_b = set(circuit_b)
+    hits = best.filter(pl.col("component").is_in(list(members))).select("component", "match")
+    kinds = dict(units_b.select("uid", "kind").iter_rows())
+    matched = hits.height
+    reused = int(hits["match"].is_in(list(in_b)).sum()) if matched else 0
+    out = {"members": len(members), "matched": matched, "reused": reused,
+           "share": reused / matched if matched else float("nan")}
+    if not matched:
+        return out | {"expected": float("nan"), "null_std": float("nan"), "p": float("nan")}
+    pools: dict[str, list[str]] = {}
+    for uid, kind in kinds.items():
+        pools.setdefault(kind, []).append(uid)
+    sizes = {kind: sum(1 for uid in in_b if kinds.get(uid) == kind) for kind in pools}
+    targets = hits["match"].to_list()
+    expected = float(np.mean([sizes[kinds[t]] / len(pools[kinds[t]]) if t in kinds else 0.0 for t in targets]))
+    position = {kind: {uid: i for i, uid in enumerate(pool)} for kind, pool in pools.items()}
+    rng = np.random.default_rng(seed)
+    drawn = np.empty(trials)
+    for trial in range(trials):
+        chosen = {kind: set(rng.choice(len(pools[kind]), size, replace=False).tolist())
+                  for kind, size in sizes.items() if size}
+        drawn[trial] = sum(1 for t in targets if t in kinds and position[kinds[t]][t] in chosen.get(kinds[t], ()))
+    drawn /= matched
+    p = (1 + int((drawn >= out["share"] - 1e-12).sum())) / (1 + trials)
+    return out | {"expected": expected, "null_std": float(drawn.std()), "p": p}

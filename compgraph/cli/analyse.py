@@ -27,6 +27,11 @@ Subcommands (every one takes ``--model`` (required), ``--format table|json``, ``
   quantiles; with ``--method decoding`` the share whose best match has the same top
   decoded token), then one row per layer of A (:mod:`compgraph.analysis.convergence`).
   ``--out``: ``convergence_<A>_<B>.png`` (the best-match depth map and the excess histogram).
+  ``--kind head`` compares heads (``compgraph match --match-components head``).
+- ``cross-reuse``: two models' circuits for the same tasks (``--models A,B``): per task, the
+  share of A's circuit members whose best match (``--match-method``) is in B's circuit,
+  the exact mean share and the p-value under random circuits of B with as many units of
+  each kind (:func:`compgraph.analysis.convergence.circuit_reuse`).
 
 Graphs and circuits come from :class:`compgraph.kb.KB`; the analyses are the pure
 functions of :mod:`compgraph.analysis`; the only write (``--write-back``) is this
@@ -405,8 +410,10 @@ def reuse(model, tasks, level, method, measure, statistic, permutations, seed, f
 # ---- convergence ------------------------------------------------------------------------------------
 
 @analyse.command()
-@click.option("--models", required=True, metavar="A,B", help="The two models whose matched neurons to compare.")
+@click.option("--models", required=True, metavar="A,B", help="The two models whose matched units to compare.")
 @click.option("--method", default="activation", show_default=True, help="The MATCHES method.")
+@click.option("--kind", type=click.Choice(["neuron", "head"]), default="neuron", show_default=True,
+              help="The units compared.")
 @click.option("--threshold", type=float, default=0.5, show_default=True,
               help="Excess above which a unit counts as universal (Gurnee et al.: 0.5).")
 @click.option("--bins", type=click.IntRange(min=1), default=10, show_default=True,
@@ -416,38 +423,100 @@ def reuse(model, tasks, level, method, measure, statistic, permutations, seed, f
               help="Write the figure into DIR.")
 @store_options
 @handle_errors
-def convergence(models, method, threshold, bins, fmt, out, store, database):
-    """How many of A's neurons have a counterpart in B, and at what depth (from MATCHES)."""
+def convergence(models, method, kind, threshold, bins, fmt, out, store, database):
+    """How many of A's neurons (or heads) have a counterpart in B, and at what depth (from MATCHES)."""
     import polars as pl
 
     from compgraph.analysis import convergence as conv
     from compgraph.render import json_text
 
-    names = list(dict.fromkeys(split(models)))
-    if len(names) != 2:
-        raise ConfigError(f"convergence compares exactly two models, got {len(names)}: {', '.join(names)}")
-    a, b = names
+    a, b = _two_models(models, "convergence")
     with _kb(store, database, a) as kb:
         require_model(kb.store, b)
-        best = kb.matches(a, b, method=method, rank=0).filter(pl.col("kind") == "neuron")
+        best = kb.matches(a, b, method=method, rank=0).filter(pl.col("kind") == kind)
         if method != str(schema.MatchMethod.DECODING):
             best = best.drop(str(schema.Prop.SAME_TOP))
         layers = {m: kb.store.nodes(schema.MODEL, uids=[schema.model_uid(m)])[str(schema.Prop.N_LAYERS)][0]
                   for m in names}
     if best.height == 0:
-        raise ConfigError(f"no MATCHES by {method} from {a} to {b}; run `compgraph match {a} {b}` first")
+        flag = "" if kind == "neuron" else f" --match-components {kind}"
+        raise ConfigError(f"no MATCHES by {method} from {a}'s {kind}s to {b}; run `compgraph match {a} {b}"
+                          f"{flag}{'' if method == 'activation' else f' --match-methods {method}'}` first")
     summary, per_layer = conv.summary(best, threshold=threshold), conv.by_layer(best, layers[b], threshold=threshold)
     if out is not None:
         from compgraph.analysis.plots import depth_heatmap
 
         _wrote(depth_heatmap(conv.depth_map(best, layers[a], layers[b], bins), best["excess"].to_numpy(),
                              out / f"convergence_{_file_name(a)}_{_file_name(b)}.png", labels=(a, b),
-                             threshold=threshold, title=f"{a} neurons' best {method} match in {b}"))
+                             threshold=threshold, title=f"{a} {kind}s' best {method} match in {b}"))
     if fmt == "json":
         click.echo(json_text({"summary": summary.to_dicts()[0], "by_layer": per_layer.to_dicts()}))
         return
-    emit(summary, "table", f"{a}'s neurons matched in {b} ({method}; universal: excess > {threshold})")
+    emit(summary, "table", f"{a}'s {kind}s matched in {b} ({method}; universal: excess > {threshold})")
     emit(per_layer, "table", "by layer of " + a)
+
+
+def _two_models(models: str, what: str) -> tuple[str, str]:
+    names = list(dict.fromkeys(split(models)))
+    if len(names) != 2:
+        raise ConfigError(f"{what} compares exactly two models, got {len(names)}: {', '.join(names)}")
+    return names[0], names[1]
+
+
+@analyse.command("cross-reuse")
+@click.option("--models", required=True, metavar="A,B", help="The two models whose circuits to compare.")
+@click.option("--tasks", default=None, metavar="T1,T2,...",
+              help="Tasks [default: every task with a circuit in both that both pass (--min-accuracy)].")
+@_circuit_options
+@click.option("--match-method", default="activation", show_default=True, help="The MATCHES method.")
+@click.option("--min-accuracy", type=click.FloatRange(0, 1), default=0.8, show_default=True,
+              help="Clean accuracy both models need for a task to be chosen by default.")
+@click.option("--trials", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Null samples of the permutation test.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(REPORT_FORMATS), default="table", show_default=True)
+@store_options
+@handle_errors
+def cross_reuse(models, tasks, level, method, match_method, min_accuracy, trials, seed, fmt, store, database):
+    """Cross-model reuse: per task, the share of A's circuit members whose best match lies in
+    B's circuit for the task, against random circuits of B with as many units of each kind."""
+    import polars as pl
+
+    from compgraph.analysis.convergence import circuit_reuse
+    from compgraph.render import json_text
+
+    a, b = _two_models(models, "cross-reuse")
+    with _kb(store, database, a) as kb:
+        require_model(kb.store, b)
+        accuracy = {m: dict(kb.named("task_accuracy", model=schema.model_uid(m)).select("task", "accuracy")
+                            .iter_rows()) for m in (a, b)}
+        if tasks is None:
+            held = [set(kb.circuit_members(m, level=level, method=method)["task"].drop_nulls().to_list())
+                    for m in (a, b)]
+            chosen = sorted(t for t in held[0] & held[1]
+                            if min(accuracy[a].get(t) or 0.0, accuracy[b].get(t) or 0.0) >= min_accuracy)
+            if not chosen:
+                raise ConfigError(f"no task has a {level} circuit in both {a} and {b} with clean accuracy >= "
+                                  f"{min_accuracy} in both")
+        else:
+            chosen = list(dict.fromkeys(split(tasks)))
+        circuits = {m: _circuits(kb, m, chosen, level, method) for m in (a, b)}
+        best = kb.matches(a, b, method=match_method, rank=0)
+        if best.height == 0:
+            raise ConfigError(f"no MATCHES by {match_method} from {a} to {b}; run `compgraph match {a} {b}` first")
+        kinds = sorted(set(best["dst_kind"].drop_nulls().to_list()))
+        units_b = pl.concat([kb.components(b, kind=k).select("uid", "kind") for k in kinds])
+    rows = []
+    for task in chosen:
+        got = circuit_reuse(best, circuits[a][task]["component"].to_list(), circuits[b][task]["component"].to_list(),
+                            units_b, trials=trials, seed=seed)
+        rows.append({"task": task, "accuracy_a": accuracy[a].get(task), "accuracy_b": accuracy[b].get(task), **got})
+    frame = pl.DataFrame(rows)
+    if fmt == "json":
+        click.echo(json_text({"tasks": frame.to_dicts()}))
+        return
+    emit(frame, "table", f"{a}'s {level} circuit members whose best {match_method} match is in {b}'s circuit "
+                         f"(null: random circuits of {b}, {trials} trials)")
 
 
 COMMANDS = (analyse,)

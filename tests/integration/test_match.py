@@ -95,3 +95,32 @@ def test_kb_matches_describe_both_ends(two_models, cli, tmp_path):
     best = frame.filter(frame["rank"] == 0)
     assert (best["layer"] == best["dst_layer"]).all() and set(best["dst_kind"]) == {"neuron"}
     assert best["component"].str.starts_with("alpha/").all() and best["match"].str.starts_with("zeta/").all()
+
+
+def test_cross_reuse_of_a_head_permuted_copy_finds_every_matched_member_in_the_other_circuit(cli, tiny_dir, tmp_path):
+    """Two models that compute the same function with their heads in another order: their
+    circuits for a task hold corresponding heads, so every head of A's circuit has its best
+    match in B's circuit; blocks have no matches and are not counted."""
+    from tests.unit.stages.test_match import _head_copy, _sharpened
+
+    sharp = _sharpened(tiny_dir, tmp_path / "sharp")
+    copy = _head_copy(sharp, tmp_path / "heads")
+    for path, name in ((sharp, "zeta"), (copy, "alpha")):
+        result = cli("ingest", str(path), "--name", name, "--tasks", "induction", "--top-n", "3",
+                     "--no-edges", "--device", "cpu")
+        assert result.exit_code == 0, result.output
+    assert cli("match", "zeta", "alpha", "--match-components", "head", "--match-positions", "256",
+               "--device", "cpu").exit_code == 0
+    result = cli("analyse", "cross-reuse", "--models", "zeta,alpha", "--tasks", "induction", "--trials", "200",
+                 "--format", "json")
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)["tasks"]
+    members = _rows(cli, "MATCH (c:Circuit {model: 'zeta', task: 'induction', level: 'node'})-[:INCLUDES]->(h:Head) "
+                         "RETURN count(h) AS c")[0]["c"]
+    assert row["members"] == 3 and row["matched"] == members and members >= 1
+    assert row["reused"] == members and row["share"] == 1.0
+    heads_b = _rows(cli, "MATCH (c:Circuit {model: 'alpha', task: 'induction', level: 'node'})-[:INCLUDES]->(h:Head) "
+                         "RETURN count(h) AS c")[0]["c"]
+    assert row["expected"] == pytest.approx(heads_b / (TINY["layers"] * TINY["heads"]))
+    none = cli("analyse", "cross-reuse", "--models", "zeta,alpha")  # random models pass no task
+    assert none.exit_code == 1 and "no task has a node circuit in both zeta and alpha" in none.output

@@ -53,3 +53,36 @@ def test_same_top_is_the_share_of_best_matches_with_the_same_top_token():
     assert conv.summary(decoded)["same_top"].to_list() == [pytest.approx(0.6)]
     assert conv.by_layer(decoded, n_layers_b=5)["same_top"].to_list() == [0.5, 1.0, 0.5]
     assert "same_top" not in conv.summary(BEST).columns  # the activation method has none
+
+
+UNITS_B = pl.DataFrame({"uid": ["b/h0", "b/h1", "b/h2", "b/h3", "b/n0", "b/n1"],
+                        "kind": ["head"] * 4 + ["neuron"] * 2})
+
+
+def test_circuit_reuse_counts_members_whose_best_match_is_in_the_other_circuit():
+    best = pl.DataFrame({"component": ["a/h0", "a/h1", "a/h2", "a/n0"], "match": ["b/h0", "b/h3", "b/h1", "b/n1"]})
+    got = conv.circuit_reuse(best, ["a/h0", "a/h1", "a/n0", "a/mlp"], ["b/h0", "b/h1", "b/n1"], UNITS_B, trials=10)
+    # a/mlp has no match; a/h2 is not in A's circuit; a/h1's match b/h3 is not in B's
+    assert (got["members"], got["matched"], got["reused"]) == (4, 3, 2) and got["share"] == pytest.approx(2 / 3)
+    # B's circuit holds 2 of 4 heads and 1 of 2 neurons: each match is in a random such set w.p. 1/2
+    assert got["expected"] == pytest.approx(0.5)
+
+
+def test_circuit_reuse_p_value_is_the_chance_of_a_share_as_large_under_the_null():
+    # 2 members matched to distinct heads, both in B's 2-head circuit out of 4 heads:
+    # a random 2-subset holds both with probability 1 / C(4, 2) = 1/6
+    best = pl.DataFrame({"component": ["a/h0", "a/h1"], "match": ["b/h0", "b/h1"]})
+    trials = 20_000
+    got = conv.circuit_reuse(best, ["a/h0", "a/h1"], ["b/h0", "b/h1"], UNITS_B, trials=trials, seed=1)
+    assert got["share"] == 1.0 and got["expected"] == pytest.approx(0.5)
+    sigma = (1 / 6 * 5 / 6 / trials) ** 0.5
+    assert abs(got["p"] - 1 / 6) < 4 * sigma
+    # the null's shares are 0, 1/2, 1 with probabilities 1/6, 4/6, 1/6: std sqrt(1/12)
+    assert got["null_std"] == pytest.approx((1 / 12) ** 0.5, abs=0.01)
+    assert conv.circuit_reuse(best, ["a/h0", "a/h1"], ["b/h0", "b/h1"], UNITS_B, trials=50, seed=1) == \
+        conv.circuit_reuse(best, ["a/h0", "a/h1"], ["b/h0", "b/h1"], UNITS_B, trials=50, seed=1)
+
+
+def test_circuit_reuse_without_matched_members_is_nan():
+    got = conv.circuit_reuse(pl.DataFrame({"component": ["a/h9"], "match": ["b/h0"]}), ["a/mlp"], ["b/h0"], UNITS_B)
+    assert got["matched"] == 0 and np.isnan(got["share"]) and np.isnan(got["p"])
