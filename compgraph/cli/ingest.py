@@ -50,6 +50,11 @@ def _run_job(model: str, options: dict, store, database, profile: bool = False) 
     job = plan(IngestConfig.of(model, **options))
     with open_store(store, database=database) as graph, progress_bars() as tick:
         report = ingest(graph, job, progress=tick)
+    _report(report, profile)
+
+
+def _report(report, profile: bool) -> None:
+    """One line per stage (status, run, what was written); with ``profile`` the shards' costs."""
     for stage in report.stages:
         if stage.status == "complete":
             detail = (f"{len(stage.shards_written)} shard(s) written, {stage.shards_skipped} already done, "
@@ -188,4 +193,34 @@ def list_stages():
     emit(pl.DataFrame(rows), "table", "stages")
 
 
-COMMANDS = (ingest, effects, match, runs, list_stages)
+@click.group("atlas")
+def atlas() -> None:
+    """Several models in one store, each ingested alike and every pair matched (a recipe)."""
+
+
+@atlas.command("build")
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--device", default=None, help="auto, cpu, cuda or cuda:N, for every job [default: the recipe's, else auto].")
+@click.option("--dtype", default=None, help="auto, float32, bfloat16 or float16, for every job [default: the recipe's].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="For every job [default: the recipe's].")
+@_PROFILE
+@store_options
+@handle_errors
+def atlas_build(recipe, profile, store, database, **settings):
+    """Build the atlas RECIPE describes (a TOML file such as ingest/atlas.toml): each model's
+    ingest, then each pair's match; every job planned before any runs, what is complete
+    skipped (run it again to resume)."""
+    from compgraph import atlas as atlas_module
+    from compgraph.store.factory import open_store
+
+    given = {k: v for k, v in settings.items() if v is not None}
+    loaded = atlas_module.load_recipe(recipe)
+    planned = atlas_module.plan_all(loaded, **given)
+    with open_store(store, database=database) as graph, progress_bars() as tick:
+        for label, job in planned:
+            click.echo(f"atlas: {label}")
+            (_, report), = atlas_module.build(graph, loaded, progress=tick, planned=[(label, job)])
+            _report(report, profile)
+
+
+COMMANDS = (ingest, effects, match, runs, list_stages, atlas)

@@ -20,7 +20,7 @@ from compgraph.cli.common import catch_signals, received_stop, stopped
 from compgraph.errors import Interrupted
 
 
-COMPUTING = frozenset({"ingest", "effects", "match", "train-dictionary", "analyse"})
+COMPUTING = frozenset({"ingest", "effects", "match", "atlas", "train-dictionary", "analyse"})
 """The commands that set the C allocator for tensor work (:mod:`compgraph.allocator`)."""
 
 
