@@ -437,7 +437,7 @@ def convergence(models, method, kind, threshold, bins, fmt, out, store, database
         if method != str(schema.MatchMethod.DECODING):
             best = best.drop(str(schema.Prop.SAME_TOP))
         layers = {m: kb.store.nodes(schema.MODEL, uids=[schema.model_uid(m)])[str(schema.Prop.N_LAYERS)][0]
-                  for m in names}
+                  for m in (a, b)}
     if best.height == 0:
         flag = "" if kind == "neuron" else f" --match-components {kind}"
         raise ConfigError(f"no MATCHES by {method} from {a}'s {kind}s to {b}; run `compgraph match {a} {b}"

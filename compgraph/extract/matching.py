@@ -27,8 +27,8 @@ one-to-one matching that maximises the summed score (``scipy.optimize.linear_sum
 tokens they have in common, ``|T_i ∩ T_j| / k`` (token ids for models that share a
 tokenizer; across tokenizers ids of one vocabulary of token strings,
 :func:`shared_vocabulary`), and ``same_top``: whether their top tokens are the same. Units
-are ranked by overlap, then same top token, then layer and index; two units that share no
-token are never matched. Baseline (in the spirit of the rotation): the unit's best overlap
+are ranked by overlap, then same top token, then at random (seeded); two units that share
+no token are never matched. Baseline (in the spirit of the rotation): the unit's best overlap
 with the other model's units after the other model's token ids are relabelled by a random
 permutation (:func:`vocabulary_permutation`), which keeps how each unit's tokens are spread
 but not which tokens they are; ``excess`` = score − that baseline over all layers.
@@ -311,8 +311,10 @@ def decoding_pairs(tops_a: Sequence[torch.Tensor], tops_b: Sequence[torch.Tensor
                    seed: int) -> PairScores:
     """The :data:`PairScores` of the decoding method over per-layer top-k ids (module docstring).
 
-    key_ij = 2 |T_i ∩ T_j| + [t_i = t_j] (t the top token), NaN where the two share no
-    token; A's baseline is its unit's best overlap / k with B's units after B's token ids
+    key_ij = 2 |T_i ∩ T_j| + [t_i = t_j] (t the top token) + u_ij, NaN where the two share no
+    token; u_ij in [0, 1/2) is seeded noise that breaks ties at random (overlaps of 1 or 2
+    tokens in 10 tie by the thousand; broken by layer they would pull every match to the
+    other model's first layers). A's baseline is its unit's best overlap / k with B's units after B's token ids
     are relabelled by :func:`vocabulary_permutation` (``seed``), B's with A's relabelled
     by the same permutation.
     """
@@ -323,7 +325,8 @@ def decoding_pairs(tops_a: Sequence[torch.Tensor], tops_b: Sequence[torch.Tensor
         k = top_a.shape[1]
         counts = torch.from_numpy(overlap_counts(top_a, top_b, n_tokens).toarray()).float()
         same = (top_a[:, :1] == top_b[:, 0][None, :]) & (top_a[:, :1] >= 0)
-        key = torch.where(counts > 0, 2 * counts + same.float(), torch.nan)
+        noise = torch.rand(counts.shape, generator=torch.Generator().manual_seed(seed * 1_000_003 + la * 1_009 + lb))
+        key = torch.where(counts > 0, 2 * counts + same.float() + noise / 2, torch.nan)
         base_a = _row_max(overlap_counts(top_a, _relabel(top_b, permutation), n_tokens)) / k
         base_b = _row_max(overlap_counts(top_b, _relabel(top_a, permutation), n_tokens)) / k
         return key, base_a, base_b
@@ -338,7 +341,7 @@ def _row_max(counts) -> torch.Tensor:
 def decoding_score(k: int) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """Kept decoding keys → (score = |T_i ∩ T_j| / k, same_top); NaN keys stay NaN / False."""
     def score_of(key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        filled = torch.nan_to_num(key, nan=0.0)
+        filled = torch.floor(torch.nan_to_num(key, nan=0.0))  # the tie-breaking noise off
         return torch.where(torch.isnan(key), torch.nan, torch.floor(filled / 2) / k), (filled % 2) == 1
 
     return score_of

@@ -73,7 +73,7 @@ def test_convergence_of_a_permuted_copy(cli, two_models, tmp_path):
     assert [row["match_depth"] for row in got["by_layer"]] == [0.0, 1.0]  # every unit's match is in its own layer
     assert (tmp_path / "fig" / "convergence_zeta_alpha.png").stat().st_size > 0
     none = cli("analyse", "convergence", "--models", "zeta,alpha", "--method", "decoding")
-    assert none.exit_code == 1 and "no MATCHES by decoding from zeta to alpha" in none.output
+    assert none.exit_code == 1 and "no MATCHES by decoding from zeta's neurons to alpha; run `compgraph match zeta alpha --match-methods decoding` first" in none.output
     assert cli("match", "zeta", "alpha", "--match-methods", "decoding", "--device", "cpu").exit_code == 0
     decoded = cli("analyse", "convergence", "--models", "zeta,alpha", "--method", "decoding", "--format", "json")
     assert decoded.exit_code == 0, decoded.output
