@@ -332,6 +332,47 @@ def _pieces(tokenizer, ids: list[int]) -> str:
     return "[" + ", ".join(repr(tokenizer.decode([i])) for i in ids) + "]"
 
 
+def _problems(task: Task, tokenizer) -> tuple[list[str | None], tuple[list, list, list, list]]:
+    """Per example, the reason it does not fit ``tokenizer`` (file:line: problem) or None;
+    and the four token-id lists (clean, corrupt, answer, wrong)."""
+    examples = task.examples
+    clean = _ids(tokenizer, [e.clean for e in examples], special=True)
+    corrupt = _ids(tokenizer, [e.corrupt for e in examples], special=True)
+    answer = _ids(tokenizer, [e.answer for e in examples], special=False)
+    wrong = _ids(tokenizer, [e.wrong for e in examples], special=False)
+    out: list[str | None] = []
+    for i, ex in enumerate(examples):
+        where = f"{task.path}:{ex.line}"
+        problem = None
+        for key, ids, text in (("answer", answer[i], ex.answer), ("wrong", wrong[i], ex.wrong)):
+            if problem is None and len(ids) != 1:
+                problem = (f"{where}: {key} {_short(text)} is {len(ids)} tokens under this tokenizer "
+                           f"{_pieces(tokenizer, ids)}; it must be exactly one (leading space included)")
+        if problem is None and answer[i] == wrong[i]:
+            problem = f"{where}: answer {_short(ex.answer)} and wrong {_short(ex.wrong)} are the same token"
+        if problem is None and len(clean[i]) != len(corrupt[i]):
+            problem = (f"{where}: clean is {len(clean[i])} tokens but corrupt is {len(corrupt[i])}; "
+                       f"they must have the same token length")
+        if problem is None and not clean[i]:
+            problem = f"{where}: clean tokenizes to no tokens"
+        out.append(problem)
+    return out, (clean, corrupt, answer, wrong)
+
+
+def fitting(task: Task | str | Path, tokenizer) -> Task:
+    """The task with only the examples that fit ``tokenizer`` (one-token answer and wrong,
+    distinct; clean and corrupt of one token length, not empty), in file order: tasks
+    written for one tokenizer, read by another (``--unfit-examples drop``). A one-line
+    :class:`ConfigError` when none fits."""
+    if not isinstance(task, Task):
+        task = load_task(task)
+    problems, _ = _problems(task, tokenizer)
+    kept = [e for e, problem in zip(task.examples, problems) if problem is None]
+    if not kept:
+        raise ConfigError(f"{task.path}: no example fits this tokenizer (the first: {problems[0]})")
+    return replace(task, examples=kept)
+
+
 def encode_task(task: Task | str | Path, tokenizer) -> TaskBatch:
     """Tokenize every example and check it; left-pad into one batch.
 
@@ -342,23 +383,10 @@ def encode_task(task: Task | str | Path, tokenizer) -> TaskBatch:
     if not isinstance(task, Task):
         task = load_task(task)
     examples = task.examples
-    clean = _ids(tokenizer, [e.clean for e in examples], special=True)
-    corrupt = _ids(tokenizer, [e.corrupt for e in examples], special=True)
-    answer = _ids(tokenizer, [e.answer for e in examples], special=False)
-    wrong = _ids(tokenizer, [e.wrong for e in examples], special=False)
-    for i, ex in enumerate(examples):
-        where = f"{task.path}:{ex.line}"
-        for key, ids, text in (("answer", answer[i], ex.answer), ("wrong", wrong[i], ex.wrong)):
-            if len(ids) != 1:
-                raise ConfigError(f"{where}: {key} {_short(text)} is {len(ids)} tokens under this tokenizer "
-                                  f"{_pieces(tokenizer, ids)}; it must be exactly one (leading space included)")
-        if answer[i] == wrong[i]:
-            raise ConfigError(f"{where}: answer {_short(ex.answer)} and wrong {_short(ex.wrong)} are the same token")
-        if len(clean[i]) != len(corrupt[i]):
-            raise ConfigError(f"{where}: clean is {len(clean[i])} tokens but corrupt is {len(corrupt[i])}; "
-                              f"they must have the same token length")
-        if not clean[i]:
-            raise ConfigError(f"{where}: clean tokenizes to no tokens")
+    problems, (clean, corrupt, answer, wrong) = _problems(task, tokenizer)
+    first = next((p for p in problems if p is not None), None)
+    if first is not None:
+        raise ConfigError(first)
     pad_id = tokenizer.pad_token_id
     if pad_id is None:
         pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0

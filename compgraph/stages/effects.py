@@ -52,7 +52,7 @@ import polars as pl
 
 from compgraph import schema
 from compgraph.data.digests import files_digest
-from compgraph.data.tasks import Task, TaskBatch, compute_metric, encode_task, load_task
+from compgraph.data.tasks import Task, TaskBatch, compute_metric, encode_task, fitting, load_task
 from compgraph.dictionaries.catalog import (
     check_dictionary, dictionary_digest, dictionary_name, dictionary_uids, load_dictionaries, to_model,
 )
@@ -108,6 +108,13 @@ class EffectsConfig(DictionariesConfig):
     circuit_n: int = option(20, "Components in each node circuit (top by |effect|).",
                             flags=("--top-n", "--circuit-n"), minimum=1)
     """Components in the node circuit (top by |effect| among the activation-patched ones)."""
+    unfit_examples: str | None = option(None, "Examples that do not fit the tokenizer (an answer of several "
+                                        "tokens, clean and corrupt of two lengths): refuse the task [default], "
+                                        "or drop them.", choices=("refuse", "drop"), show_default=False)
+    """``drop``: the task's examples that fit this model's tokenizer are its examples
+    (:func:`compgraph.data.tasks.fitting`), before ``task_examples`` takes the first N.
+    None (or ``refuse``, kept as None so that runs made before the option keep their
+    identity): a task with an unfit example is refused."""
     task_examples: int = option(64, "Examples per task: the first N of the file (0: all).", flags=("--examples",),
                                 minimum=0)
     """The first N examples of each task (0: all). Activation patching costs components x
@@ -128,6 +135,8 @@ class EffectsConfig(DictionariesConfig):
             raise ConfigError("the effects stage needs --tasks")
         if not 0 < self.verify_margin <= 1:
             raise ConfigError(f"--verify-margin must lie in (0, 1], not {self.verify_margin}")
+        if self.unfit_examples == "refuse":  # the default, spelled out: the same run
+            object.__setattr__(self, "unfit_examples", None)
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -204,7 +213,15 @@ class EffectsStage(Stage):
                     check_dictionary(info, d)
 
     def check_inputs(self, ctx, config: EffectsConfig) -> None:
-        encode_task(load_task(config.tasks[0]), ctx.model().tokenizer)
+        encode_task(self._task(ctx, config), ctx.model().tokenizer)
+
+    @staticmethod
+    def _task(ctx, config: EffectsConfig) -> Task:
+        """The task's examples this run reads: those that fit the tokenizer (``drop``), the first N."""
+        task = load_task(config.tasks[0])
+        if config.unfit_examples == "drop":
+            task = fitting(task, ctx.model().tokenizer)
+        return task.head(config.task_examples)
 
     def shards(self, info: ModelInfo, config: EffectsConfig, execution) -> list[str]:
         if config.kinds == (K.FEATURE,):  # a dictionary's own run (see instances)
@@ -224,7 +241,7 @@ class EffectsStage(Stage):
 
     def run(self, ctx, config: EffectsConfig, shard: str) -> Frames:
         loaded = ctx.model()
-        task = load_task(config.tasks[0]).head(config.task_examples)
+        task = self._task(ctx, config)
         batch = encode_task(task, loaded.tokenizer)
         if shard == "nodes":
             return self._nodes(ctx, loaded, task, batch, config)
@@ -267,9 +284,9 @@ class EffectsStage(Stage):
         node, includes, for_task = rows.circuit_rows(name, task.name, config.effect_method, circuit, curve,
                                                      rows.node_circuit_members(name, circuit.members))
         return Frames.of(
-            nodes=[(schema.MODEL, rows.model_identity(name)), (schema.TASK, rows.task_rows(task)),
+            nodes=[(schema.MODEL, rows.model_identity(name)), (schema.TASK, rows.task_rows(task, len(load_task(task.path)))),
                    *rows.component_nodes(name, scores), (schema.CIRCUIT, node)],
-            edges=[(schema.EVALUATED_ON, rows.evaluated_rows(name, task.name, task.metric, summary)),
+            edges=[(schema.EVALUATED_ON, rows.evaluated_rows(name, task.name, task.metric, summary, len(task))),
                    (schema.AFFECTS, rows.affects_rows(name, task.name, task.metric, len(task), effects,
                                                       via=config.effect_method)),
                    (schema.INCLUDES, includes), (schema.FOR_TASK, for_task)])
@@ -315,9 +332,9 @@ class EffectsStage(Stage):
         effects = attribution_patching(loaded.model, loaded.adapter, batch, self._metric(task), kinds=(K.NEURON,),
                                        method=self._gradient_method(config))
         summary = task_summary(loaded.model, batch, self._metric(task))
-        return Frames.of(nodes=[(schema.MODEL, rows.model_identity(name)), (schema.TASK, rows.task_rows(task)),
+        return Frames.of(nodes=[(schema.MODEL, rows.model_identity(name)), (schema.TASK, rows.task_rows(task, len(load_task(task.path)))),
                                 *rows.component_nodes(name, effects)],
-                         edges=[(schema.EVALUATED_ON, rows.evaluated_rows(name, task.name, task.metric, summary)),
+                         edges=[(schema.EVALUATED_ON, rows.evaluated_rows(name, task.name, task.metric, summary, len(task))),
                                 (schema.AFFECTS, rows.affects_rows(name, task.name, task.metric, len(task), effects,
                                                                    via=config.effect_method))])
 

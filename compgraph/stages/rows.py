@@ -287,10 +287,11 @@ def affects_rows(model: str, task: str, metric: str, n_examples: int, effects: p
     })
 
 
-def task_rows(task) -> pl.DataFrame:
-    """The :Task node of a :class:`compgraph.data.tasks.Task`."""
+def task_rows(task, n_prompts: int) -> pl.DataFrame:
+    """The :Task node of a :class:`compgraph.data.tasks.Task`: ``n_prompts`` counts the
+    examples of its file (what one model's run read is ``EVALUATED_ON.n_examples``)."""
     return pl.DataFrame([{P.UID: schema.task_uid(task.name), P.NAME: task.name, P.DESCRIPTION: task.description,
-                          P.SOURCE: task.source, P.METRIC: task.metric, P.N_PROMPTS: len(task)}])
+                          P.SOURCE: task.source, P.METRIC: task.metric, P.N_PROMPTS: n_prompts}])
 
 
 def task_identity(name: str) -> pl.DataFrame:
@@ -301,12 +302,12 @@ def model_identity(model: str) -> pl.DataFrame:
     return pl.DataFrame([{P.UID: schema.model_uid(model)}])
 
 
-def evaluated_rows(model: str, task: str, metric: str, summary: dict) -> pl.DataFrame:
+def evaluated_rows(model: str, task: str, metric: str, summary: dict, n_examples: int) -> pl.DataFrame:
     """``EVALUATED_ON``: a model's accuracy and mean clean / corrupt metric on a task
-    (:func:`compgraph.effects.runs.task_summary`)."""
+    (:func:`compgraph.effects.runs.task_summary`) over the ``n_examples`` examples it read."""
     return pl.DataFrame([{"src": schema.model_uid(model), "dst": schema.task_uid(task), P.METRIC: metric,
                           P.ACCURACY: summary["accuracy"], P.METRIC_CLEAN: summary["metric_clean"],
-                          P.METRIC_CORRUPT: summary["metric_corrupt"]}])
+                          P.METRIC_CORRUPT: summary["metric_corrupt"], P.N_EXAMPLES: n_examples}])
 
 
 def _ends(edges: pl.DataFrame, end: str) -> pl.DataFrame:

@@ -75,8 +75,9 @@ def build(store) -> None:
     for run in RUNS:
         store.merge_nodes(schema.RUN, pl.DataFrame([run]))
     _edges(store, schema.EVALUATED_ON, [
-        {"dst": IOI, "accuracy": 1.0, "metric_clean": 5.0, "metric_corrupt": 0.5, "run": R_E},
-        {"dst": CAPITALS, "accuracy": 0.75, "metric_clean": 8.0, "metric_corrupt": -8.0, "run": R_E2},
+        {"dst": IOI, "accuracy": 1.0, "metric_clean": 5.0, "metric_corrupt": 0.5, "n_examples": 8, "run": R_E},
+        {"dst": CAPITALS, "accuracy": 0.75, "metric_clean": 8.0, "metric_corrupt": -8.0, "n_examples": 20,
+         "run": R_E2},
     ], src=M, metric="logit_diff")
     _edges(store, schema.AFFECTS, [
         {"src": H00, "effect": -3.0, "effect_norm": 0.6, "method": "activation", "via": "verified"},
@@ -251,8 +252,8 @@ CASES: dict[str, list[tuple[dict, list[tuple]]]] = {
         ({"src": H00, "dst": H10, "min_weight": 0.25, "limit": 1}, [([H00, H10], ["k_comp"], [0.5], 1, 0.5)]),
         ({"src": H10, "dst": H00, "min_weight": 0.0, "limit": 10}, []),
     ],
-    "task_accuracy": [({"model": M}, [("capitals", "logit_diff", 0.75, 8.0, -8.0, 20),
-                                      ("ioi", "logit_diff", 1.0, 5.0, 0.5, 10)])],
+    "task_accuracy": [({"model": M}, [("capitals", "logit_diff", 0.75, 8.0, -8.0, 20, 20),
+                                      ("ioi", "logit_diff", 1.0, 5.0, 0.5, 8, 10)])],
     "token_decoders": [
         ({"text": " Paris", "via": "out", "limit": 10},
          [(M2, X00, "neuron", 0, 0, 0, 7.0, 0), (M, N00, "neuron", 0, 0, 0, 5.0, 0), (M, N10, "neuron", 1, 0, 1, 4.0, 0)]),

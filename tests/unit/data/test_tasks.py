@@ -292,3 +292,21 @@ def test_head_keeps_the_first_examples_in_file_order():
     task = T.load_task("ioi")
     assert [e.line for e in task.head(5).examples] == [1, 2, 3, 4, 5]
     assert task.head(0) is task and task.head(None) is task and len(task.head(10_000)) == len(task)
+
+
+def test_fitting_keeps_the_examples_that_fit_the_tokenizer_in_file_order(tmp_path):
+    lines = [good(clean="a b c 1"), {**good(), "answer": " x z"}, good(clean="a b c 2"),
+             {**good(), "corrupt": "e f g h i"}, {**good(), "wrong": " x"}, good(clean="1 2"), good(clean="a b c 3")]
+    tok = WordTokenizer()
+    task = T.fitting(write_task(tmp_path / "mixed.jsonl", lines), tok)
+    # line 6: clean of 2 tokens against a corrupt of 4
+    assert [e.clean for e in task.examples] == ["a b c 1", "a b c 2", "a b c 3"]
+    assert [e.line for e in task.examples] == [1, 3, 7]
+    assert T.encode_task(task, tok).clean.ids.shape == (3, 4)
+
+
+def test_fitting_refuses_a_task_of_which_nothing_fits(tmp_path):
+    path = write_task(tmp_path / "none.jsonl", [{**good(), "answer": " x z"}, {**good(), "wrong": " x"}])
+    with pytest.raises(ConfigError, match=r"none\.jsonl: no example fits this tokenizer \(the first: .*none\.jsonl:1: "
+                                          r"answer ' x z' is 2 tokens"):
+        T.fitting(path, WordTokenizer())

@@ -147,6 +147,31 @@ def test_a_malformed_task_file_writes_nothing(loaded, tiny_dir, tmp_path):
     assert store.nodes(schema.TOKEN).height == 0
 
 
+def test_unfit_examples_dropped_leave_the_fitting_ones_and_their_run_equal_to_a_file_of_them(loaded, tiny_dir, tmp_path):
+    """``--unfit-examples drop``: the examples another tokenizer's task has that do not fit
+    are left out; the effects equal those of a file holding only the fitting ones."""
+    unfit = ("The capital of France is", "The capital of the United Kingdom is", " Paris", " London")
+    mixed = write_task(tmp_path / "mixed.jsonl", EXAMPLES[:2] + [unfit] + EXAMPLES[2:])
+    fits = write_task(tmp_path / "fits.jsonl", EXAMPLES)
+    got = {}
+    for name, task, extra in (("mixed", mixed, {"unfit_examples": "drop"}), ("fits", fits, {})):
+        store = MemoryStore()
+        ingest(store, IngestConfig.of(str(tiny_dir), name="tiny", tasks=(task,), extract=("effects",), device="cpu",
+                                      effect_method="activation", effect_edges=False, **extra), loaded=loaded)
+        evaluated = store.edges(schema.EVALUATED_ON)
+        assert evaluated[str(schema.Prop.N_EXAMPLES)].to_list() == [len(EXAMPLES)]
+        got[name] = store.edges(schema.AFFECTS).select("src", str(schema.Prop.EFFECT), str(schema.Prop.VIA)).sort(
+            "src", str(schema.Prop.VIA))
+    assert got["mixed"].equals(got["fits"])
+    from compgraph.ingest import plan
+
+    def runs(**extra):
+        return [s.run for s in plan(IngestConfig.of(str(tiny_dir), name="tiny", tasks=(fits,), **extra)).stages]
+
+    assert runs(unfit_examples="refuse") == runs()  # the default spelled out is the same run
+    assert runs(unfit_examples="drop") != runs()
+
+
 def test_causes_edges_are_every_edge_of_the_graph(stored):
     store, _ = stored
     causes = store.edges(schema.CAUSES)
