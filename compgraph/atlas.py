@@ -18,8 +18,9 @@ A recipe is a TOML file (``ingest/atlas.toml`` is the shipped one)::
 
 :func:`jobs` turns a recipe into its jobs, in order: each model's ingest, then for every
 pair (names in sorted order, the run belonging to the first) its match. :func:`build`
-plans every one of them before running any — a bad option, a missing model file or a
-stage that does not apply is refused before the store changes — then runs them in order.
+plans every one of them before running any — a bad option or a missing model file is
+refused before the store changes — then runs them in order (what only a job's start can
+check, such as a corpus too short for a match, is refused when that job starts).
 Each job is a job of the engine: what is complete is not recomputed, so building again
 after an interruption resumes where it stopped, and building again after the recipe
 changed recomputes only the runs whose configuration changed. Execution settings
@@ -43,6 +44,8 @@ _TABLES = {"ingest", "match", "models"}
 _MODEL_KEYS = {"name", "source", "ingest"}
 _MATCH_OWNED = {"match_with", "match_source", "name", "extract"}
 """Keys of a pair's job that the atlas sets itself."""
+_INGEST_OWNED = {"name", "match_with", "match_source"}
+"""Keys of a model's job that the atlas sets itself (its name) or leaves to [match]."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,11 @@ def load_recipe(path: str | Path) -> Recipe:
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise ConfigError(f"{where}: model name(s) given twice: {', '.join(twice)}")
+    for table, keys in [("[ingest]", data.get("ingest", {}))] + [(f"model {m.name}", m.options) for m in out]:
+        owned = sorted(_INGEST_OWNED & set(keys))
+        if owned:
+            raise ConfigError(f"{where}: {table} sets {', '.join(owned)}, which the atlas sets itself "
+                              "(a model's name is its [[models]] name; pairs are matched under [match])")
     match = data.get("match")
     owned = sorted(_MATCH_OWNED & set(match or {}))
     if owned:

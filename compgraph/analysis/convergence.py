@@ -20,8 +20,9 @@ give ``same_top``: the share of A's units whose best match has the same top deco
 Units that share no decoded token with any unit of B have no match and are not counted.
 
 - :func:`circuit_reuse`: for one task, the share of A's circuit members whose best match
-  lies in B's circuit for the task, against a permutation null (Merullo et al. 2024 ask
-  it of two tasks in one model; here it is two models on one task).
+  lies in B's circuit for the task, against a permutation null stratified by kind and
+  layer (Merullo et al. 2024 ask it of two tasks in one model; here it is two models on
+  one task).
 """
 
 from __future__ import annotations
@@ -87,39 +88,42 @@ def circuit_reuse(best: pl.DataFrame, circuit_a: Iterable[str], circuit_b: Itera
 
     ``best``: A's rank-0 matches (``component``, ``match``: uids); ``circuit_a`` / ``circuit_b``:
     the member uids of each model's circuit; ``units_b``: every unit of B a match may point
-    to (``uid``, ``kind``). ``matched`` counts A's members that have a best match (units of
-    a kind that is not matched, such as whole blocks, are left out); ``reused`` those whose
-    best match is in B's circuit; ``share`` = reused / matched (NaN when none is matched).
+    to (``uid``, ``kind``, ``layer``). ``matched`` counts A's members that have a best match
+    (units of a kind that is not matched, such as whole blocks, are left out); ``reused``
+    those whose best match is in B's circuit; ``share`` = reused / matched (NaN when none is
+    matched).
 
-    Null: B's circuit replaced by a random set of B's units with as many of each kind as
-    it has (drawn without replacement, ``trials`` times, seeded). ``expected`` is the exact
-    mean share under it (each member's match is in the random set with probability
-    s_kind / U_kind); ``null_std`` the std of the drawn shares; ``p`` = (1 + #{drawn share
-    ≥ share}) / (1 + trials).
+    Null: B's circuit replaced by a random set of B's units with as many of each kind in
+    each layer as it has (drawn without replacement, ``trials`` times, seeded): matches
+    follow depth and circuits gather in a few layers, so a null over all layers would be
+    beaten by depth alone. ``expected`` is the exact mean share under it (a member's match
+    in stratum σ is in the random set with probability s_σ / U_σ); ``null_std`` the std
+    of the drawn shares; ``p`` = (1 + #{drawn share ≥ share}) / (1 + trials).
     """
     members = set(circuit_a)
     in_b = set(circuit_b)
     hits = best.filter(pl.col("component").is_in(list(members))).select("component", "match")
-    kinds = dict(units_b.select("uid", "kind").iter_rows())
+    stratum = {uid: (kind, layer) for uid, kind, layer in units_b.select("uid", "kind", "layer").iter_rows()}
     matched = hits.height
     reused = int(hits["match"].is_in(list(in_b)).sum()) if matched else 0
     out = {"members": len(members), "matched": matched, "reused": reused,
            "share": reused / matched if matched else float("nan")}
     if not matched:
         return out | {"expected": float("nan"), "null_std": float("nan"), "p": float("nan")}
-    pools: dict[str, list[str]] = {}
-    for uid, kind in kinds.items():
-        pools.setdefault(kind, []).append(uid)
-    sizes = {kind: sum(1 for uid in in_b if kinds.get(uid) == kind) for kind in pools}
-    targets = hits["match"].to_list()
-    expected = float(np.mean([sizes[kinds[t]] / len(pools[kinds[t]]) if t in kinds else 0.0 for t in targets]))
-    position = {kind: {uid: i for i, uid in enumerate(pool)} for kind, pool in pools.items()}
+    pools: dict[tuple, list[str]] = {}
+    for uid, key in stratum.items():
+        pools.setdefault(key, []).append(uid)
+    sizes = {key: sum(1 for uid in in_b if stratum.get(uid) == key) for key in pools}
+    targets = [t for t in hits["match"].to_list()]
+    expected = float(np.mean([sizes[stratum[t]] / len(pools[stratum[t]]) if t in stratum else 0.0 for t in targets]))
+    position = {key: {uid: i for i, uid in enumerate(pool)} for key, pool in pools.items()}
     rng = np.random.default_rng(seed)
     drawn = np.empty(trials)
     for trial in range(trials):
-        chosen = {kind: set(rng.choice(len(pools[kind]), size, replace=False).tolist())
-                  for kind, size in sizes.items() if size}
-        drawn[trial] = sum(1 for t in targets if t in kinds and position[kinds[t]][t] in chosen.get(kinds[t], ()))
+        chosen = {key: set(rng.choice(len(pools[key]), size, replace=False).tolist())
+                  for key, size in sizes.items() if size}
+        drawn[trial] = sum(1 for t in targets
+                           if t in stratum and position[stratum[t]][t] in chosen.get(stratum[t], ()))
     drawn /= matched
     p = (1 + int((drawn >= out["share"] - 1e-12).sum())) / (1 + trials)
     return out | {"expected": expected, "null_std": float(drawn.std()), "p": p}

@@ -31,7 +31,7 @@ Subcommands (every one takes ``--model`` (required), ``--format table|json``, ``
 - ``cross-reuse``: two models' circuits for the same tasks (``--models A,B``): per task, the
   share of A's circuit members whose best match (``--match-method``) is in B's circuit,
   the exact mean share and the p-value under random circuits of B with as many units of
-  each kind (:func:`compgraph.analysis.convergence.circuit_reuse`).
+  each kind in each layer (:func:`compgraph.analysis.convergence.circuit_reuse`).
 
 Graphs and circuits come from :class:`compgraph.kb.KB`; the analyses are the pure
 functions of :mod:`compgraph.analysis`; the only write (``--write-back``) is this
@@ -440,8 +440,10 @@ def convergence(models, method, kind, threshold, bins, fmt, out, store, database
                   for m in (a, b)}
     if best.height == 0:
         flag = "" if kind == "neuron" else f" --match-components {kind}"
-        raise ConfigError(f"no MATCHES by {method} from {a}'s {kind}s to {b}; run `compgraph match {a} {b}"
-                          f"{flag}{'' if method == 'activation' else f' --match-methods {method}'}` first")
+        hint = (f"heads match by activation only" if kind == "head" and method != "activation" else
+                f"run `compgraph match {a} {b}{flag}{'' if method == 'activation' else f' --match-methods {method}'}`"
+                " first")
+        raise ConfigError(f"no MATCHES by {method} from {a}'s {kind}s to {b}; {hint}")
     summary, per_layer = conv.summary(best, threshold=threshold), conv.by_layer(best, layers[b], threshold=threshold)
     if out is not None:
         from compgraph.analysis.plots import depth_heatmap
@@ -479,7 +481,8 @@ def _two_models(models: str, what: str) -> tuple[str, str]:
 @handle_errors
 def cross_reuse(models, tasks, level, method, match_method, min_accuracy, trials, seed, fmt, store, database):
     """Cross-model reuse: per task, the share of A's circuit members whose best match lies in
-    B's circuit for the task, against random circuits of B with as many units of each kind."""
+    B's circuit for the task, against random circuits of B with as many units of each kind
+    in each layer."""
     import polars as pl
 
     from compgraph.analysis.convergence import circuit_reuse
@@ -503,9 +506,10 @@ def cross_reuse(models, tasks, level, method, match_method, min_accuracy, trials
         circuits = {m: _circuits(kb, m, chosen, level, method) for m in (a, b)}
         best = kb.matches(a, b, method=match_method, rank=0)
         if best.height == 0:
-            raise ConfigError(f"no MATCHES by {match_method} from {a} to {b}; run `compgraph match {a} {b}` first")
+            raise ConfigError(f"no MATCHES by {match_method} from {a} to {b}; run `compgraph match {a} {b} "
+                              f"--match-components neuron,head --match-methods {match_method}` first")
         kinds = sorted(set(best["dst_kind"].drop_nulls().to_list()))
-        units_b = pl.concat([kb.components(b, kind=k).select("uid", "kind") for k in kinds])
+        units_b = pl.concat([kb.components(b, kind=k).select("uid", "kind", "layer") for k in kinds])
     rows = []
     for task in chosen:
         got = circuit_reuse(best, circuits[a][task]["component"].to_list(), circuits[b][task]["component"].to_list(),
@@ -516,7 +520,7 @@ def cross_reuse(models, tasks, level, method, match_method, min_accuracy, trials
         click.echo(json_text({"tasks": frame.to_dicts()}))
         return
     emit(frame, "table", f"{a}'s {level} circuit members whose best {match_method} match is in {b}'s circuit "
-                         f"(null: random circuits of {b}, {trials} trials)")
+                         f"(null: random circuits of {b}, as many per kind and layer; {trials} trials)")
 
 
 COMMANDS = (analyse,)

@@ -146,9 +146,10 @@ def _sources(store, database, names: tuple[str, str], moved: dict[str, str]) -> 
 @store_options
 @handle_errors
 def match(model_a, model_b, moved, force_match, profile, store, database, **options):
-    """Match the neurons of MODEL_A and MODEL_B, two models already in the store, and write
-    MATCHES both ways (each unit's --match-top-k best in the other model, by the correlation
-    of their activations over the same corpus text; see `compgraph stages`).
+    """Match the neurons (and, with --match-components head, the heads) of MODEL_A and
+    MODEL_B, two models already in the store, and write MATCHES both ways: each unit's
+    --match-top-k best in the other model, by the correlation of their activations over the
+    same corpus text, and with --match-methods decoding by their decoded tokens (neurons).
 
     The pair is unordered: the run belongs to the name that sorts first.
     """

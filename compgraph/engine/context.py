@@ -17,6 +17,7 @@ from compgraph.data.tokens import TokenStream
 from compgraph.options import Options, option
 from compgraph.errors import ConfigError
 from compgraph.models import loading
+from compgraph.models.info import n_tokens as existing_tokens
 from compgraph.models.info import ModelInfo
 
 Progress = Callable[[str, int], Callable[[], None]]
@@ -100,12 +101,8 @@ class StageContext:
 
     @property
     def n_tokens(self) -> int:
-        """Token ids that exist: the tokenizer's ids that have an embedding row.
-
-        Padded vocabularies (Pythia, Qwen2) have more embedding rows than tokenizer
-        ids; decoding, token nodes and statistics all range over these ids only.
-        """
-        return min(len(self.model().tokenizer), self.info.vocab_size)
+        """This model's token ids that exist (:func:`compgraph.models.info.n_tokens`)."""
+        return existing_tokens(self.model().tokenizer, self.info)
 
     @property
     def tokenizer_id(self) -> str:

@@ -48,10 +48,10 @@ def top_ids(loaded, n_layers: int, k: int, n_tokens: int, via: str,
 
 def comparable(tops_a: list[torch.Tensor], tops_b: list[torch.Tensor], *, same_tokenizer: bool,
                tokenizer_a=None, tokenizer_b=None, n_a: int = 0, n_b: int = 0) -> Tops:
-    """Both models' top ids in one id space: token ids with one tokenizer (``n_a`` of them);
-    else string ids over the first ``n_a`` / ``n_b`` ids of each tokenizer."""
+    """Both models' top ids in one id space: token ids with one tokenizer (below the larger of
+    ``n_a`` and ``n_b``); else string ids over the first ``n_a`` / ``n_b`` ids of each tokenizer."""
     if same_tokenizer:
-        return Tops(tops_a, tops_b, n_a)
+        return Tops(tops_a, tops_b, max(n_a, n_b))
     map_a, map_b, n = matching.shared_vocabulary([token_string(tokenizer_a, t) for t in range(n_a)],
                                                  [token_string(tokenizer_b, t) for t in range(n_b)])
     return Tops([matching.distinct_rows(map_a[t]) for t in tops_a], [matching.distinct_rows(map_b[t]) for t in tops_b],

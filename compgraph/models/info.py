@@ -53,3 +53,11 @@ def model_info(name: str, spec: str, config, adapter: Adapter) -> ModelInfo:
         n_experts=getattr(config, "num_local_experts", None) or getattr(config, "num_experts", None) or 0,
         vocab_size=config.vocab_size, is_moe=adapter.is_moe, causal=adapter.causal,
     )
+
+
+def n_tokens(tokenizer, info: ModelInfo) -> int:
+    """Token ids that exist: the tokenizer's ids that have an embedding row.
+
+    Padded vocabularies (Pythia, Qwen2) have more embedding rows than tokenizer ids;
+    decoding, token nodes and statistics all range over these ids only."""
+    return min(len(tokenizer), info.vocab_size)

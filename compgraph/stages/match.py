@@ -44,11 +44,12 @@ from compgraph import schema
 from compgraph.data.corpus import resolve_corpus
 from compgraph.data.digests import files_digest
 from compgraph.engine.registry import register
-from compgraph.engine.stage import CorpusConfig, Frames, Stage
+from compgraph.engine.stage import CorpusConfig, Frames, Stage, check_top_k
 from compgraph.errors import ConfigError
 from compgraph.extract import aligned, decodings, matching
 from compgraph.models import loading
-from compgraph.models.info import ModelInfo, model_info
+from compgraph.models.adapters.registry import adapter_for
+from compgraph.models.info import ModelInfo, model_info, n_tokens
 from compgraph.options import option
 from compgraph.schema import ComponentKind as K
 from compgraph.stages import rows
@@ -73,8 +74,9 @@ class MatchConfig(TopKConfig, CorpusConfig):
     match_positions: int = option(4096, "Aligned corpus positions the match correlations run over.", minimum=16)
     """N, the aligned positions (tokens, or word ends across tokenizers)."""
     match_seed: int = option(0, "Seed of the random rotation (activation) and relabelling (decoding) of the "
-                             "excess baselines.")
-    """The seed of each model's rotation (activation) and of the vocabulary's relabelling (decoding)."""
+                             "excess baselines, and of the decoding method's tie-breaking.")
+    """The seed of each model's rotation (activation), of the vocabulary's relabelling and of
+    the tie-breaking noise (decoding)."""
     match_methods: tuple[str, ...] = option(
         (schema.MatchMethod.ACTIVATION.value,), "Comma list of match methods: activation, decoding.",
         choices=tuple(m.value for m in schema.MatchMethod))
@@ -83,7 +85,7 @@ class MatchConfig(TopKConfig, CorpusConfig):
         (K.NEURON.value,), "Comma list of the units matched: neuron (activation, decoding), head (activation).",
         choices=(K.NEURON.value, K.HEAD.value))
     """MLP neurons and/or query heads (heads: attention between aligned positions)."""
-    match_via: str = option("out", "Decoding method: the neuron direction decoded (out, in or gate).",
+    match_via: str | None = option("out", "Decoding method: the neuron direction decoded (out, in or gate).",
                             choices=("out", "in", "gate"))
     """Decoding: which direction's top ``top_k`` tokens are compared (``DECODES_TO.via``)."""
 
@@ -104,16 +106,17 @@ class MatchStage(Stage):
     version = 1
     Config = MatchConfig
     trigger = "match_with"
-    inputs = ("weights", "corpus")
+    inputs = ("weights",)  # and the corpus, for activation runs (digests)
     description = ("MATCHES between this model's neurons or heads and another model's (activation correlation, "
                    "decoded tokens).")
 
     def instances(self, config: MatchConfig) -> list[tuple[str, MatchConfig]]:
         """One run per kind of unit and method that matches it (:data:`METHODS_OF`): scope
-        ``{other}`` for neurons by activation (as before there were methods),
-        ``{other}/{method}`` for neurons by another method, ``{other}/heads`` for heads; so
-        that each one's MATCHES stay until it is recomputed. A run's config holds only what
-        it reads."""
+        ``{other}`` for neurons by activation, ``{other}/{method}`` for neurons by another
+        method, ``{other}/heads`` for heads; so that each one's MATCHES stay until it is
+        recomputed. A run's config holds only what it reads; the neuron-activation run's
+        holds none of the options added with the other runs (empty values are left out of
+        a run's identity), so the runs made before them keep their identity."""
         if not config.match_with:
             return []
         out = []
@@ -121,9 +124,10 @@ class MatchStage(Stage):
             for method in dict.fromkeys(config.match_methods):
                 if method not in METHODS_OF[kind]:
                     continue
-                one = replace(config, match_components=(kind,), match_methods=(method,))
+                one = replace(config, match_components=() if kind == K.NEURON else (kind,),
+                              match_methods=() if method == M.ACTIVATION else (method,), max_tokens=None)
                 if method == M.ACTIVATION:
-                    one = replace(one, match_via=_DEFAULTS["match_via"], top_k=_DEFAULTS["top_k"])
+                    one = replace(one, match_via=None, top_k=None)
                 else:
                     one = replace(one, match_positions=_DEFAULTS["match_positions"], seq_len=_DEFAULTS["seq_len"],
                                   corpus=None)
@@ -136,7 +140,11 @@ class MatchStage(Stage):
         return out
 
     def digests(self, config: MatchConfig) -> dict[str, str]:
-        return {"other_weights": files_digest(loading.model_files(loading.resolve(config.match_source)))}
+        """The other model's weights; and the corpus, for the runs that read it (activation)."""
+        out = {"other_weights": files_digest(loading.model_files(loading.resolve(config.match_source)))}
+        if _method(config) == M.ACTIVATION:
+            out["corpus"] = resolve_corpus(config.corpus).digest()
+        return out
 
     def _other(self, config: MatchConfig) -> ModelInfo:
         source, model_config, adapter = loading.inspect(config.match_source)
@@ -148,27 +156,33 @@ class MatchStage(Stage):
     def validate(self, info: ModelInfo, config: MatchConfig) -> None:
         if config.match_with == info.name:
             raise ConfigError(f"cannot match {info.name} with itself")
+        if "/" in config.match_with or ":" in config.match_with:
+            raise ConfigError(f"--match-with must name a model (no '/' or ':'): {config.match_with!r}")
         if config.match_with < info.name:  # one run per pair, so no two runs write the same edges
             raise ConfigError(f"the run matching {info.name} and {config.match_with} belongs to "
                               f"{config.match_with} (the name that sorts first): use `compgraph match`")
         other = self._other(config)
         for model in (info, other):
-            if model.is_moe and K.NEURON in config.match_components:
+            if model.is_moe and _kind(config) == K.NEURON:
                 raise ConfigError(f"match: {model.name} is a MoE model; only dense MLP neurons are matched")
-            if not model.causal and M.ACTIVATION in config.match_methods:
+            if not model.causal and _method(config) == M.ACTIVATION:
                 raise ConfigError(f"match: {model.name} is not a causal LM (sequences are right-padded "
                                   "without an attention mask)")
+            if _method(config) == M.DECODING:
+                check_top_k(model, config.top_k)
+                if config.match_via == "gate" and not adapter_for(model.model_type).gated:
+                    raise ConfigError(f"match: {model.name} has no gated MLP: --match-via gate decodes nothing")
 
     def check_inputs(self, ctx, config: MatchConfig) -> None:
-        if M.ACTIVATION in config.match_methods:
+        if _method(config) == M.ACTIVATION:
             self._alignment(ctx, config)  # before the job writes anything: a corpus too short is refused here
 
     def _alignment(self, ctx, config: MatchConfig) -> aligned.Aligned:
         def compute() -> aligned.Aligned:
             a, b = ctx.model(), ctx.other_model(config.match_source)
-            same = ctx.tokenizer_id == schema.tokenizer_uid("vocab", b.tokenizer.get_vocab())
             texts = resolve_corpus(ctx.corpus_spec).documents()
-            where = aligned.align(a.tokenizer, b.tokenizer, texts, same_tokenizer=same, seq_len=config.seq_len,
+            where = aligned.align(a.tokenizer, b.tokenizer, texts, same_tokenizer=self._same_tokenizer(ctx, b),
+                                  seq_len=config.seq_len,
                                   max_positions=config.match_positions)
             if where.n < config.match_positions:
                 raise ConfigError(f"match: the corpus gives {where.n} aligned positions, fewer than "
@@ -183,8 +197,7 @@ class MatchStage(Stage):
                 + [f"b:L{layer}" for layer in range(other.n_layers)])
 
     def _matches(self, ctx, config: MatchConfig) -> matching.LayerMatches:
-        method = config.match_methods[0]
-        compute = self._by_activation if method == M.ACTIVATION else self._by_decoding
+        compute = self._by_activation if _method(config) == M.ACTIVATION else self._by_decoding
         return ctx.memo(("match", config), lambda: compute(ctx, config))
 
     def _by_activation(self, ctx, config: MatchConfig) -> matching.LayerMatches:
@@ -192,7 +205,7 @@ class MatchStage(Stage):
         where = self._alignment(ctx, config)
         batch = ctx.execution.batch_size
         sides = []
-        heads = config.match_components[0] == K.HEAD
+        heads = _kind(config) == K.HEAD
         for loaded, ids, pos in ((a, where.ids_a, where.pos_a), (b, where.ids_b, where.pos_b)):
             n_layers = loaded.model.config.num_hidden_layers
             what = "attention" if heads else "activations"
@@ -210,17 +223,20 @@ class MatchStage(Stage):
     def _by_decoding(self, ctx, config: MatchConfig) -> matching.LayerMatches:
         a, b = ctx.model(), ctx.other_model(config.match_source)
         info, other = ctx.info, self._other_info(ctx, config)
-        n_a, n_b = ctx.n_tokens, min(len(b.tokenizer), other.vocab_size)
+        n_a, n_b = ctx.n_tokens, n_tokens(b.tokenizer, other)
         tops = []
         for loaded, model, n in ((a, info, n_a), (b, other, n_b)):
             tops.append(decodings.top_ids(loaded, model.n_layers, config.top_k, n, config.match_via,
                                           advance=ctx.progress(f"match: {loaded.source.spec} decodings",
                                                                model.n_layers)))
-        same = ctx.tokenizer_id == schema.tokenizer_uid("vocab", b.tokenizer.get_vocab())
-        both = decodings.comparable(*tops, same_tokenizer=same, tokenizer_a=a.tokenizer, tokenizer_b=b.tokenizer,
+        both = decodings.comparable(*tops, same_tokenizer=self._same_tokenizer(ctx, b), tokenizer_a=a.tokenizer, tokenizer_b=b.tokenizer,
                                     n_a=n_a, n_b=n_b)
         return matching.match_decodings(both.a, both.b, config.match_top_k, both.n, seed=config.match_seed,
                                         advance=ctx.progress("match: layer pairs", info.n_layers * other.n_layers))
+
+    @staticmethod
+    def _same_tokenizer(ctx, other) -> bool:
+        return ctx.tokenizer_id == schema.tokenizer_uid("vocab", other.tokenizer.get_vocab())
 
     def _other_info(self, ctx, config: MatchConfig) -> ModelInfo:
         # resolving the other model reads its GGUF's index: once per job, not once per shard
@@ -228,7 +244,7 @@ class MatchStage(Stage):
 
     def run(self, ctx, config: MatchConfig, shard: str) -> Frames:
         info, other = ctx.info, self._other_info(ctx, config)
-        heads = config.match_components[0] == K.HEAD
+        heads = _kind(config) == K.HEAD
         if shard == "nodes":
             if heads:
                 return Frames.of(nodes=[(schema.HEAD, rows.head_identity(m)) for m in (info, other)])
@@ -242,8 +258,18 @@ class MatchStage(Stage):
         else:
             side, mutual, src_model, dst_model = matches.b[layer], matches.mutual_b(layer), other.name, info.name
         return Frames.of(edges=[(schema.MATCHES, match_rows(side, mutual, src_model, layer, dst_model,
-                                                            config.match_methods[0],
+                                                            _method(config),
                                                             schema.head_uid if heads else schema.neuron_uid))])
+
+
+def _method(config: MatchConfig) -> str:
+    """One run's method (activation when its config names none)."""
+    return config.match_methods[0] if config.match_methods else M.ACTIVATION
+
+
+def _kind(config: MatchConfig) -> str:
+    """One run's kind of unit (neuron when its config names none)."""
+    return config.match_components[0] if config.match_components else K.NEURON
 
 
 def match_rows(side: matching.Side, mutual, src_model: str, layer: int, dst_model: str,

@@ -69,6 +69,8 @@ def test_without_a_match_table_no_pair_is_matched(tmp_path):
     ("[[models]]\nname = 'a'\nsource = 'x'\n[[models]]\nname = 'a'\nsource = 'y'\n", "model name(s) given twice: a"),
     ("[match]\nmatch_with = 'b'\n[[models]]\nname = 'a'\nsource = 'x'\n", "[match] sets match_with"),
     ("ingest = 3\n[[models]]\nname = 'a'\nsource = 'x'\n", "[ingest] must be a table of options"),
+    ("[ingest]\nname = 'b'\n[[models]]\nname = 'a'\nsource = 'x'\n", "[ingest] sets name, which the atlas sets"),
+    ("[[models]]\nname = 'a'\nsource = 'x'\ningest = { match_with = 'c' }\n", "model a sets match_with"),
     ("[[models]\n", "not TOML"),
 ])
 def test_a_bad_recipe_is_one_line_naming_the_file(tmp_path, text, problem):

@@ -56,7 +56,7 @@ def test_same_top_is_the_share_of_best_matches_with_the_same_top_token():
 
 
 UNITS_B = pl.DataFrame({"uid": ["b/h0", "b/h1", "b/h2", "b/h3", "b/n0", "b/n1"],
-                        "kind": ["head"] * 4 + ["neuron"] * 2})
+                        "kind": ["head"] * 4 + ["neuron"] * 2, "layer": [0, 0, 0, 0, 0, 0]})
 
 
 def test_circuit_reuse_counts_members_whose_best_match_is_in_the_other_circuit():
@@ -81,6 +81,19 @@ def test_circuit_reuse_p_value_is_the_chance_of_a_share_as_large_under_the_null(
     assert got["null_std"] == pytest.approx((1 / 12) ** 0.5, abs=0.01)
     assert conv.circuit_reuse(best, ["a/h0", "a/h1"], ["b/h0", "b/h1"], UNITS_B, trials=50, seed=1) == \
         conv.circuit_reuse(best, ["a/h0", "a/h1"], ["b/h0", "b/h1"], UNITS_B, trials=50, seed=1)
+
+
+def test_circuit_reuse_null_keeps_each_layers_count():
+    # B: heads in layers 0 (h0, h1) and 1 (h2, h3); B's circuit holds h0 (layer 0) and h2 (layer 1)
+    units = UNITS_B.with_columns(pl.Series("layer", [0, 0, 1, 1, 0, 0]))
+    best = pl.DataFrame({"component": ["a/x", "a/y", "a/z"], "match": ["b/h0", "b/h1", "b/h3"]})
+    got = conv.circuit_reuse(best, ["a/x", "a/y", "a/z"], ["b/h0", "b/h2"], units, trials=4000, seed=2)
+    assert got["reused"] == 1 and got["share"] == pytest.approx(1 / 3)
+    # each stratum holds one of its two heads: every match is in the random set w.p. 1/2
+    assert got["expected"] == pytest.approx(0.5)
+    # null share: (X0 + X1) / 3, X0 = hits among h0/h1 (exactly 1: one of the two is drawn), X1 ~ Bernoulli(1/2)
+    # share >= 1/3 always holds
+    assert got["p"] == 1.0 and got["null_std"] == pytest.approx(0.5 / 3, abs=0.01)
 
 
 def test_circuit_reuse_without_matched_members_is_nan():

@@ -58,3 +58,20 @@ def test_standardize_gives_zero_mean_unit_variance_and_zeroes_constants():
     assert (z * z).mean(0).tolist() == pytest.approx([1.0, 0.0, 1.0], abs=1e-15)
     want = (x[:, 0].double() - 4.0) / torch.tensor([26 / 3], dtype=torch.float64).sqrt()
     torch.testing.assert_close(z[:, 0], want)
+
+
+def test_segment_attention_sums_each_segments_tokens_for_each_aligned_query():
+    """Positions 1, 3, 5 of six tokens: segments {0, 1}, {2, 3}, {4, 5}; entry (i, j), j <= i,
+    is the attention of query p_i on segment j's tokens (lower triangle, row-major)."""
+    g = torch.Generator().manual_seed(0)
+    causal = torch.ones(6, 6).triu(1).bool()
+    pattern = torch.softmax(torch.randn(2, 6, 6, generator=g).masked_fill(causal, -torch.inf), -1)
+    got = aligned.segment_attention(pattern, [1, 3, 5])
+    segments = [[0, 1], [2, 3], [4, 5]]
+    want = [[float(pattern[h, q, segments[j]].sum()) for i, q in enumerate([1, 3, 5]) for j in range(i + 1)]
+            for h in range(2)]
+    assert got.shape == (2, 6)
+    torch.testing.assert_close(got, torch.tensor(want), atol=1e-6, rtol=0)
+    # every aligned query's entries sum to 1 when the segments cover all tokens before it
+    torch.testing.assert_close(got[:, 0], torch.ones(2), atol=1e-6, rtol=0)
+    torch.testing.assert_close(got[:, 1] + got[:, 2], torch.ones(2), atol=1e-6, rtol=0)

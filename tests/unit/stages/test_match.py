@@ -232,11 +232,17 @@ def test_decoding_scores_equal_set_overlaps_of_plain_torch_top_tokens(tiny_dir, 
     sets_b = [set(row) for row in top_b.tolist()]
     best = _edges(store).filter((pl.col(P.RANK) == 0) & (pl.col("from") == "a")).sort("src_layer", "src_index")
     d = TINY["d_mlp"]
-    for row, (score, same, lb, j) in zip(top_a.tolist(),
-                                         best.select(P.SCORE, P.SAME_TOP, "dst_layer", "dst_index").iter_rows()):
+    from compgraph.extract.matching import vocabulary_permutation
+
+    relabel = vocabulary_permutation(len(T.AutoTokenizer.from_pretrained(tiny_dir)), 0).tolist()  # --match-seed 0
+    relabelled_b = [{relabel[t] for t in s} for s in sets_b]
+    for row, (score, same, excess, lb, j) in zip(
+            top_a.tolist(), best.select(P.SCORE, P.SAME_TOP, P.EXCESS, "dst_layer", "dst_index").iter_rows()):
         overlaps = [len(set(row) & s) / 10 for s in sets_b]
         assert score == pytest.approx(max(overlaps)) and overlaps[lb * d + j] == pytest.approx(score)
         assert same == (row[0] == top_b[lb * d + j, 0].item())
+        baseline = max(len(set(row) & s) for s in relabelled_b) / 10
+        assert excess == pytest.approx(score - baseline)
     right = sum(int(torch.argsort(PERMS[l])[i]) == j and l == lb for l, i, lb, j in
                 best.select("src_layer", "src_index", "dst_layer", "dst_index").iter_rows())
     assert best.height == TINY["layers"] * d and right / best.height >= 0.95
@@ -401,3 +407,61 @@ def test_head_scores_equal_numpys_correlation_of_plain_attention_weights(tiny_di
     bound = 2 ** -7 + (2 ** -8 if native_bf16("cpu") else 0)
     np.testing.assert_allclose(best[P.SCORE].to_numpy(), r.max(axis=1), atol=bound)
     assert r.max(axis=1).min() < 0.9  # sharp heads of two models are not all alike
+
+
+def test_a_neuron_activation_run_keeps_the_identity_it_had_before_methods_and_heads(tiny_dir, tmp_path):
+    """The run uid of ``match`` by activation is the hash of the config it had before the
+    decoding method and heads were added (the options added since are empty in it)."""
+    import dataclasses
+
+    from compgraph.data.corpus import resolve_corpus
+    from compgraph.data.digests import files_digest
+    from compgraph.engine.identity import identity_hash
+    from compgraph.ingest import plan
+    from compgraph.models import loading
+
+    @dataclasses.dataclass(frozen=True)
+    class Before:  # MatchConfig's fields at 20ee30f
+        corpus: str | None = None
+        seq_len: int = 128
+        max_tokens: int | None = None
+        match_with: str | None = None
+        match_source: str | None = None
+        match_top_k: int = 5
+        match_positions: int = 4096
+        match_seed: int = 0
+
+    copy = _copy(tiny_dir, tmp_path / "copy")
+    job = plan(IngestConfig.of(str(tiny_dir), name="a", extract=("match",), match_with="b", match_source=str(copy),
+                               match_components=("neuron", "head"), match_methods=("activation", "decoding")))
+    runs = {s.label: s for s in job.stages}
+    assert sorted(runs) == ["match/b", "match/b/decoding", "match/b/heads"]
+    weights = files_digest(loading.model_files(loading.resolve(str(tiny_dir))))
+    inputs = {"weights": weights, "corpus": resolve_corpus(None).digest(),
+              "other_weights": files_digest(loading.model_files(loading.resolve(str(copy))))}
+    before = identity_hash(model="a", stage="match", version=1, inputs=inputs,
+                           config=Before(match_with="b", match_source=str(copy)))
+    assert runs["match/b"].run == schema.run_uid("a", "match/b", before)
+    assert "corpus" not in runs["match/b/decoding"].inputs  # decoding reads no text
+
+
+def test_neuron_and_head_runs_keep_each_others_matches(tiny_dir, tmp_path):
+    store = MemoryStore()
+    sharp = _sharpened(tiny_dir, tmp_path / "sharp")
+    copy = _head_copy(sharp, tmp_path / "heads")
+    _match(store, sharp, copy, match_components=("neuron", "head"), match_positions=256)
+    heads = _head_edges(store).filter(pl.col("src").str.contains("/H")).sort("src", "dst")
+    assert heads.height > 0
+    _match(store, sharp, copy, match_positions=256, match_top_k=1)  # neurons again, fewer matches
+    assert _head_edges(store).filter(pl.col("src").str.contains("/H")).sort("src", "dst").equals(heads)
+    neurons = _edges(store).filter(pl.col("src").str.contains("/N"))
+    assert neurons[P.RANK].max() == 0 and neurons.height == 2 * TINY["layers"] * TINY["d_mlp"]
+
+
+def test_a_decoding_top_k_beyond_the_vocabulary_is_refused_before_anything_is_written(tiny_dir, tmp_path):
+    from compgraph.errors import ConfigError
+
+    store = MemoryStore()
+    with pytest.raises(ConfigError, match="--top-k 1000000 exceeds the vocabulary"):
+        _decoding(store, tiny_dir, _copy(tiny_dir, tmp_path / "copy"), top_k=1_000_000)
+    assert store.nodes(schema.RUN).height == 0 and store.nodes(schema.MODEL).height == 0
