@@ -211,3 +211,16 @@ def test_decoding_baselines_relabel_the_other_models_tokens():
         assert got.b[0].excess[unit, 0].item() == pytest.approx(1.0 - base)
     assert sorted(permutation.tolist()) == [0, 1, 2, 3]
     assert torch.equal(permutation, matching.vocabulary_permutation(4, 0))
+
+
+def test_decoding_ties_are_broken_at_random_not_by_layer_and_the_seed_repeats_them():
+    # every unit of A shares exactly one token with every unit of B's 4 layers: all tie
+    tops_a = [torch.tensor([[0, 100 + i] for i in range(64)])]
+    tops_b = [torch.tensor([[0, 200 + 10 * layer + j] for j in range(8)]) for layer in range(4)]
+    got = matching.match_decodings(tops_a, tops_b, 1, n_tokens=300, seed=3)
+    layers = got.a[0].layer[:, 0]
+    assert (got.a[0].score[:, 0] == 0.5).all()
+    counts = torch.bincount(layers, minlength=4)
+    assert (counts > 0).all()  # by layer, every match would be in layer 0
+    assert torch.equal(matching.match_decodings(tops_a, tops_b, 1, n_tokens=300, seed=3).a[0].layer, got.a[0].layer)
+    assert not torch.equal(matching.match_decodings(tops_a, tops_b, 1, n_tokens=300, seed=4).a[0].index, got.a[0].index)
