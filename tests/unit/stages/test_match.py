@@ -45,13 +45,14 @@ def _match(store, a_dir, b_dir, **options):
                                          match_with="b", match_source=str(b_dir), **options))
 
 
-def _edges(store) -> pl.DataFrame:
+def _edges(store, unit: str = "N") -> pl.DataFrame:
+    """MATCHES with each end's model, layer and index (``unit``: N for neurons, H for heads)."""
     return store.edges(schema.MATCHES).with_columns(
         pl.col("src").str.extract(r"^(\w+)/").alias("from"),
         pl.col("src").str.extract(r"/L(\d+)/").cast(pl.Int64).alias("src_layer"),
-        pl.col("src").str.extract(r"/N(\d+)$").cast(pl.Int64).alias("src_index"),
+        pl.col("src").str.extract(rf"/{unit}(\d+)$").cast(pl.Int64).alias("src_index"),
         pl.col("dst").str.extract(r"/L(\d+)/").cast(pl.Int64).alias("dst_layer"),
-        pl.col("dst").str.extract(r"/N(\d+)$").cast(pl.Int64).alias("dst_index"))
+        pl.col("dst").str.extract(rf"/{unit}(\d+)$").cast(pl.Int64).alias("dst_index"))
 
 
 @pytest.fixture(scope="module")
@@ -345,12 +346,7 @@ def _head_copy(source, path):
 
 
 def _head_edges(store) -> pl.DataFrame:
-    return store.edges(schema.MATCHES).with_columns(
-        pl.col("src").str.extract(r"^(\w+)/").alias("from"),
-        pl.col("src").str.extract(r"/L(\d+)/").cast(pl.Int64).alias("src_layer"),
-        pl.col("src").str.extract(r"/H(\d+)$").cast(pl.Int64).alias("src_index"),
-        pl.col("dst").str.extract(r"/L(\d+)/").cast(pl.Int64).alias("dst_layer"),
-        pl.col("dst").str.extract(r"/H(\d+)$").cast(pl.Int64).alias("dst_index"))
+    return _edges(store, "H")
 
 
 def test_heads_of_a_permuted_copy_are_recovered_by_their_attention(tiny_dir, tmp_path):
