@@ -48,6 +48,7 @@ class Label(StrEnum):
     CIRCUIT = "Circuit"
     DICTIONARY = "Dictionary"
     RUN = "Run"
+    ATTRIBUTION_GRAPH = "AttributionGraph"
     META = "CompgraphMeta"
 
 
@@ -62,6 +63,8 @@ class Rel(StrEnum):
     MATCHES = "MATCHES"
     EVALUATED_ON = "EVALUATED_ON"
     HAS_DICTIONARY = "HAS_DICTIONARY"
+    CONTAINS = "CONTAINS"
+    ATTRIBUTES = "ATTRIBUTES"
 
 
 class Prop(StrEnum):
@@ -186,6 +189,26 @@ class Prop(StrEnum):
     ACCURACY = "accuracy"
     METRIC_CLEAN = "metric_clean"
     METRIC_CORRUPT = "metric_corrupt"
+    # attribution graphs (imported: compgraph.attribution)
+    SLUG = "slug"
+    PROMPT = "prompt"
+    PROMPT_TOKENS = "prompt_tokens"
+    TRANSCODER_SET = "transcoder_set"
+    TRANSCODER_LIST = "transcoder_list"
+    GENERATOR = "generator"
+    NODE_THRESHOLD = "node_threshold"
+    SCHEMA_VERSION = "schema_version"
+    DIGEST = "digest"
+    N_NODES = "n_nodes"
+    N_LINKS = "n_links"
+    FEATURE_ID = "feature_id"
+    GRAPH = "graph"
+    POS = "pos"
+    INFLUENCE = "influence"
+    TOKEN_PROB = "token_prob"
+    TARGET = "target"
+    SOURCE_POS = "source_pos"
+    TARGET_POS = "target_pos"
 
 
 COMMUNITY_PREFIX = "community_"
@@ -265,6 +288,9 @@ class SiteKind(StrEnum):
     destination of k and v edges. Without grouping, k and v edges end at the :Head."""
     LOGITS = "logits"
     """The unembedding's input (the final norm's input): where every causal path ends."""
+    MLP_ERROR = "mlp_error"
+    """What a layer's transcoder leaves unexplained of its MLP's output (an attribution graph's
+    error nodes: :mod:`compgraph.attribution`)."""
 
 
 class RunStatus(StrEnum):
@@ -337,10 +363,11 @@ TASK = _node(Label.TASK)
 CIRCUIT = _node(Label.CIRCUIT)
 DICTIONARY = _node(Label.DICTIONARY)
 RUN = _node(Label.RUN)
+ATTRIBUTION_GRAPH = _node(Label.ATTRIBUTION_GRAPH)
 META = _node(Label.META)
 
 NODE_KINDS: tuple[NodeKind, ...] = (
-    MODEL, NEURON, HEAD, EXPERT, FEATURE, SITE, TOKEN, TASK, CIRCUIT, DICTIONARY, RUN, META,
+    MODEL, NEURON, HEAD, EXPERT, FEATURE, SITE, TOKEN, TASK, CIRCUIT, DICTIONARY, RUN, ATTRIBUTION_GRAPH, META,
 )
 
 DECODES_TO = RelKind(Rel.DECODES_TO, COMPONENT, TOKEN, key=(Prop.VIA,))
@@ -361,12 +388,36 @@ EVALUATED_ON = RelKind(Rel.EVALUATED_ON, MODEL, TASK, key=(Prop.METRIC,))
 HAS_DICTIONARY = RelKind(Rel.HAS_DICTIONARY, MODEL, DICTIONARY)
 """A sparse dictionary (SAE, transcoder) read from the model's activations."""
 
+CONTAINS = RelKind(Rel.CONTAINS, ATTRIBUTION_GRAPH, COMPONENT, key=(Prop.POS,))
+"""An imported attribution graph's node: the component (a feature, an error or embedding
+``:Site``) at prompt position ``pos``, with its ``influence`` and ``activation``."""
+CONTAINS_TOKEN = RelKind(Rel.CONTAINS, ATTRIBUTION_GRAPH, TOKEN, key=(Prop.POS,))
+"""An attribution graph's logit node: the output token at ``pos`` (``token_prob``, ``target``)."""
+ATTRIBUTES = RelKind(Rel.ATTRIBUTES, COMPONENT, COMPONENT,
+                     key=(Prop.GRAPH, Prop.SOURCE_POS, Prop.TARGET_POS, Prop.INPUT))
+"""A link of an imported attribution graph (``graph`` its uid): ``weight``, from the source
+at ``source_pos`` to the target at ``target_pos`` (``input``: a head's q, k or v; "" else)."""
+ATTRIBUTES_TOKEN = RelKind(Rel.ATTRIBUTES, COMPONENT, TOKEN,
+                           key=(Prop.GRAPH, Prop.SOURCE_POS, Prop.TARGET_POS, Prop.INPUT))
+"""A link into a logit node (the output token)."""
+
 REL_KINDS: tuple[RelKind, ...] = (
     DECODES_TO, ACTIVATES_ON, CONNECTS, AFFECTS, CAUSES, INCLUDES, FOR_TASK, MATCHES, EVALUATED_ON, HAS_DICTIONARY,
+    CONTAINS, ATTRIBUTES,
 )
 
 NODE_KIND_BY_NAME: dict[str, NodeKind] = {k.name: k for k in NODE_KINDS}
 REL_KIND_BY_TYPE: dict[str, RelKind] = {r.type: r for r in REL_KINDS}
+TOKEN_TARGETED: tuple[RelKind, ...] = (CONTAINS_TOKEN, ATTRIBUTES_TOKEN)
+"""Relationship kinds of a type in :data:`REL_KINDS` that end at a :Token instead."""
+
+
+def rel_kind(type_: str, target_labels) -> RelKind | None:
+    """The relationship kind of a stored edge of ``type_`` whose target carries ``target_labels``."""
+    for kind in TOKEN_TARGETED:
+        if kind.type == type_ and kind.target.key_label in target_labels:
+            return kind
+    return REL_KIND_BY_TYPE.get(type_)
 
 UNIQUE_KEY_LABELS: tuple[str, ...] = tuple(dict.fromkeys(k.key_label for k in NODE_KINDS))
 """Labels that get a uniqueness constraint on ``uid``."""
@@ -421,6 +472,11 @@ def task_uid(name: str) -> str:
 
 def circuit_uid(model: str, task: str, level: str, method: str) -> str:
     return f"circuit:{model}:{task}:{level}:{method}"
+
+
+def graph_uid(model: str, slug: str) -> str:
+    """An imported attribution graph (its ``metadata.slug``)."""
+    return f"graph:{model}:{slug}"
 
 
 def run_uid(model: str, stage: str, identity_hash: str) -> str:

@@ -2,7 +2,8 @@
 
 Commands live one group per module: :mod:`~compgraph.cli.query` (query, info, queries,
 report), :mod:`~compgraph.cli.ingest` (ingest, effects, stages, runs),
-:mod:`~compgraph.cli.train` (train-dictionary), :mod:`~compgraph.cli.analyse`
+:mod:`~compgraph.cli.train` (train-dictionary), :mod:`~compgraph.cli.graphs` (import-graph,
+export-circuit), :mod:`~compgraph.cli.analyse`
 (analyse) and :mod:`~compgraph.cli.serve` (serve). Errors and signals: :mod:`compgraph.cli.common`. Heavy imports (torch, the
 JVM, the driver) happen inside the commands, never at import time; the options ``ingest``
 derives from the stage registry load only when it runs or shows its help.
@@ -15,7 +16,7 @@ import logging
 import click
 
 from compgraph.allocator import keep_freed_memory
-from compgraph.cli import analyse, ingest, query, serve, train
+from compgraph.cli import analyse, graphs, ingest, query, serve, train
 from compgraph.cli.common import catch_signals, received_stop, stopped
 from compgraph.errors import Interrupted
 
@@ -54,6 +55,6 @@ def main(ctx: click.Context, debug: bool) -> None:
         driver_log.propagate = False
 
 
-for _module in (query, ingest, train, analyse, serve):
+for _module in (query, ingest, graphs, train, analyse, serve):
     for _command in _module.COMMANDS:
         main.add_command(_command)

@@ -196,6 +196,17 @@ def inspect(spec: str):
     return source, config, adapter_for(config.model_type)
 
 
+def load_tokenizer(spec: str):
+    """The model's tokenizer alone (no weights read)."""
+    source = resolve(spec)
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source.location, **source.kwargs())
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        raise ModelLoadError(f"{source.spec}: cannot load the tokenizer: {str(err).splitlines()[0]}") from err
+
+
 def load(spec: str, *, device: str = "auto", dtype: str = "auto") -> LoadedModel:
     """Resolve, check the architecture, then load weights (eager attention, eval mode)."""
     source, config, adapter = inspect(spec)

@@ -377,3 +377,115 @@ def circuit_rows(model: str, task: str, method: str, circuit, curve, members: pl
     includes = members.select(pl.lit(uid).alias("src"), pl.col(P.UID).alias("dst"), P.SCORE, P.RANK)
     for_task = pl.DataFrame([{"src": uid, "dst": schema.task_uid(task)}])
     return node, includes, for_task
+
+
+# ---- attribution graphs (imported: compgraph.attribution) ------------------------------------
+
+TRANSCODER_SITE, TRANSCODER_OUTPUT = "mlp_in", "mlp_out"
+"""Where an attribution graph's transcoder features read and write (circuit-tracer's
+transcoders read a layer's MLP input and predict its output)."""
+GRAPH_SET = "attribution"
+"""The transcoder set of a graph whose metadata names none (``scan``)."""
+
+
+def graph_dictionary_uid(model: str, transcoder_set: str | None, layer: int) -> str:
+    """The :Dictionary of a transcoder set's layer (one per layer, so feature uids are unique)."""
+    return schema.dictionary_uid(model, transcoder_set or GRAPH_SET, TRANSCODER_SITE, layer)
+
+
+def graph_node_uid(model: str, tokenizer_id: str, transcoder_set: str | None, node) -> str:
+    """The uid a :class:`compgraph.data.attribution.GraphNode` lands on: a feature of the set's
+    dictionary, an error or embedding ``:Site``, a logit's :Token, or one of compgraph's
+    components (its exports)."""
+    if node.kind == "feature":
+        return schema.feature_uid(graph_dictionary_uid(model, transcoder_set, node.layer), node.index)
+    if node.kind == "error":
+        return schema.site_uid(model, S.MLP_ERROR, node.layer)
+    if node.kind == "embedding":
+        return schema.site_uid(model, S.EMBED)
+    if node.kind == "logit":
+        return schema.token_uid(tokenizer_id, node.index)
+    return component_uid(model, node.kind, node.layer, node.index, group=2)  # kv_head: a :Site
+
+
+def graph_rows(graph, *, model: str, tokenizer_id: str, uid: str, digest: str, source: str,
+               token_texts: bool) -> tuple[list, list]:
+    """(node frames, edge frames) of one :class:`compgraph.data.attribution.AttributionGraph`:
+    the :AttributionGraph node, its dictionaries (one per layer of the transcoder set), the
+    components and tokens its nodes land on (:func:`graph_node_uid`), ``CONTAINS`` from the
+    graph to each (``pos``, ``influence``, ``activation``; a token's ``token_prob`` and
+    ``target``) and each link as ``ATTRIBUTES``. ``token_texts``: set the tokens' ``text``
+    from the file (only where the store has no tokenizer for the model)."""
+    tset = graph.scan
+    uids = [graph_node_uid(model, tokenizer_id, tset, n) for n in graph.nodes]
+    by_id = {n.node_id: (n, u) for n, u in zip(graph.nodes, uids)}
+    head = pl.DataFrame([{
+        P.UID: uid, P.MODEL: model, P.SLUG: graph.slug, P.PROMPT: graph.prompt,
+        P.PROMPT_TOKENS: list(graph.prompt_tokens), P.TRANSCODER_SET: tset or GRAPH_SET,
+        P.TRANSCODER_LIST: list(graph.transcoder_list), P.GENERATOR: graph.generator,
+        P.NODE_THRESHOLD: graph.node_threshold, P.SCHEMA_VERSION: graph.schema_version,
+        P.N_NODES: len(graph.nodes), P.N_LINKS: len(graph.links), P.SOURCE: source, P.DIGEST: digest,
+    }], schema_overrides={P.PROMPT_TOKENS: pl.List(pl.String), P.TRANSCODER_LIST: pl.List(pl.String),
+                          P.GENERATOR: pl.String, P.NODE_THRESHOLD: pl.Float64, P.SCHEMA_VERSION: pl.Int64})
+    features = [n for n in graph.nodes if n.kind == "feature"]
+    layers = sorted({n.layer for n in features})
+    dict_uids = [graph_dictionary_uid(model, tset, layer) for layer in layers]
+    dictionaries = pl.DataFrame({
+        P.UID: dict_uids, P.MODEL: model, P.NAME: tset or GRAPH_SET, P.KIND: "transcoder",
+        P.SITE: TRANSCODER_SITE, P.LAYER: pl.Series(layers, dtype=pl.Int64), P.OUTPUT_SITE: TRANSCODER_OUTPUT,
+        P.OUTPUT_LAYER: pl.Series(layers, dtype=pl.Int64), P.SOURCE: "attribution graph",
+        P.FORMAT: "circuit-tracer",
+    }, schema_overrides={P.UID: pl.String})
+    feature_rows = pl.DataFrame({
+        P.UID: [by_id[n.node_id][1] for n in features], P.MODEL: model,
+        P.DICTIONARY: [graph_dictionary_uid(model, tset, n.layer) for n in features],
+        P.LAYER: pl.Series([n.layer for n in features], dtype=pl.Int64),
+        P.INDEX: pl.Series([n.index for n in features], dtype=pl.Int64),
+        P.FEATURE_ID: pl.Series([n.feature for n in features], dtype=pl.Int64),
+    }, schema_overrides={P.UID: pl.String, P.DICTIONARY: pl.String}).unique(P.UID, keep="first", maintain_order=True)
+    others = [n for n in graph.nodes if n.kind not in ("feature", "logit")]
+    kinds = {"error": str(S.MLP_ERROR), "embedding": str(S.EMBED)}
+    nodes = [(schema.ATTRIBUTION_GRAPH, head), (schema.MODEL, model_identity(model)),
+             (schema.DICTIONARY, dictionaries), (schema.FEATURE, feature_rows)]
+    if others:
+        nodes += identity_nodes(model, pl.DataFrame({
+            "kind": [kinds.get(n.kind, n.kind) for n in others],
+            "layer": pl.Series([n.layer for n in others], dtype=pl.Int64),
+            "index": pl.Series([None if n.kind in kinds else n.index for n in others], dtype=pl.Int64)}), group=2)
+    logits = [n for n in graph.nodes if n.kind == "logit"]
+    tokens = pl.DataFrame({P.UID: [by_id[n.node_id][1] for n in logits],
+                           P.ID: pl.Series([n.index for n in logits], dtype=pl.Int64)},
+                          schema_overrides={P.UID: pl.String})
+    if token_texts:
+        tokens = tokens.with_columns(pl.Series(P.TEXT, [n.token for n in logits], dtype=pl.String))
+    nodes.append((schema.TOKEN, tokens.unique(P.UID, keep="first", maintain_order=True)))
+    has = pl.DataFrame({"src": schema.model_uid(model), "dst": dict_uids}, schema_overrides={"dst": pl.String})
+    contains = pl.DataFrame({
+        "src": uid, "dst": [u for n, u in zip(graph.nodes, uids) if n.kind != "logit"],
+        P.POS: pl.Series([n.pos for n in graph.nodes if n.kind != "logit"], dtype=pl.Int64),
+        P.INFLUENCE: pl.Series([n.influence for n in graph.nodes if n.kind != "logit"], dtype=pl.Float64),
+        P.ACTIVATION: pl.Series([n.activation for n in graph.nodes if n.kind != "logit"], dtype=pl.Float64),
+    }, schema_overrides={"dst": pl.String})
+    contains_token = pl.DataFrame({
+        "src": uid, "dst": [by_id[n.node_id][1] for n in logits],
+        P.POS: pl.Series([n.pos for n in logits], dtype=pl.Int64),
+        P.INFLUENCE: pl.Series([n.influence for n in logits], dtype=pl.Float64),
+        P.TOKEN_PROB: pl.Series([n.token_prob for n in logits], dtype=pl.Float64),
+        P.TARGET: pl.Series([n.is_target_logit for n in logits], dtype=pl.Boolean),
+    }, schema_overrides={"dst": pl.String})
+    ends = [(by_id[link.source], by_id[link.target], link) for link in graph.links]
+    to_token = [e for e in ends if e[1][0].kind == "logit"]
+    to_component = [e for e in ends if e[1][0].kind != "logit"]
+    edges = [(schema.HAS_DICTIONARY, has), (schema.CONTAINS, contains), (schema.CONTAINS_TOKEN, contains_token),
+             (schema.ATTRIBUTES, _attributes(uid, to_component)), (schema.ATTRIBUTES_TOKEN, _attributes(uid, to_token))]
+    return nodes, edges
+
+
+def _attributes(graph_uid: str, ends: list) -> pl.DataFrame:
+    return pl.DataFrame({
+        "src": [s[1] for s, _, _ in ends], "dst": [t[1] for _, t, _ in ends], P.GRAPH: graph_uid,
+        P.SOURCE_POS: pl.Series([s[0].pos for s, _, _ in ends], dtype=pl.Int64),
+        P.TARGET_POS: pl.Series([t[0].pos for _, t, _ in ends], dtype=pl.Int64),
+        P.INPUT: pl.Series([link.input for _, _, link in ends], dtype=pl.String),
+        P.WEIGHT: pl.Series([link.weight for _, _, link in ends], dtype=pl.Float64),
+    }, schema_overrides={"src": pl.String, "dst": pl.String, P.GRAPH: pl.String})

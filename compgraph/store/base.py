@@ -94,7 +94,12 @@ class GraphStore(Protocol):
     def merge_nodes(self, kind: NodeKind, rows: pl.DataFrame, *, batch_size: int = DEFAULT_BATCH) -> WriteResult: ...
 
     def merge_edges(self, rel: RelKind, rows: pl.DataFrame, *, on_missing: OnMissing = "error",
-                    batch_size: int = DEFAULT_BATCH, replace: Collection[str] = ()) -> WriteResult: ...
+                    batch_size: int = DEFAULT_BATCH, replace: Collection[str] = (),
+                    within: Filter | None = None) -> WriteResult:
+        """... ``within``: the stored edges compared with the rows (and deleted by ``replace``)
+        are only those matching this filter of edge properties; every row must match it (an
+        attribution graph's links, ``{graph: uid}``, among sources that other graphs share)."""
+        ...
 
     def nodes(self, kind: NodeKind, *, uids: list[str] | None = None, where: Filter | None = None) -> pl.DataFrame:
         """Nodes of ``kind`` (by uid, or matching ``where``): one row each, a column per property."""
@@ -209,12 +214,13 @@ class BaseStore(ABC):
 
     @gc_paused()
     def merge_edges(self, rel: RelKind, rows: pl.DataFrame, *, on_missing: OnMissing = "error",
-                    batch_size: int = DEFAULT_BATCH, replace: Collection[str] = ()) -> WriteResult:
+                    batch_size: int = DEFAULT_BATCH, replace: Collection[str] = (),
+                    within: Filter | None = None) -> WriteResult:
         _check_batch(batch_size)
         if on_missing not in ("error", "skip"):
             raise ConfigError(f"on_missing must be 'error' or 'skip', not {on_missing!r}")
-        prepared, skipped = self._drop_missing_endpoints(rel, edge_rows(rel, rows), on_missing)
-        stored = self._stored_edges(rel, prepared.sources)
+        prepared, skipped = self._drop_missing_endpoints(rel, check_within(edge_rows(rel, rows), within), on_missing)
+        stored = self._stored_edges(rel, prepared.sources, within)
         plan = plan_edge_merge(prepared, stored, replace)
         for batch in chunks(plan.stale, batch_size):
             self._write([(cypher.delete_edge_rows(rel), {"rows": batch})])
@@ -273,11 +279,14 @@ class BaseStore(ABC):
         """One write statement in its own transaction, with its rows."""
         return self.query(statement, params, write=True).to_dicts()
 
-    def _stored_edges(self, rel: RelKind, sources: list[str]) -> dict[tuple, dict[str, Any]]:
-        """Properties of the edges of this type already leaving ``sources``, by identity."""
+    def _stored_edges(self, rel: RelKind, sources: list[str],
+                      within: Filter | None = None) -> dict[tuple, dict[str, Any]]:
+        """Properties of the edges of this type already leaving ``sources`` (and matching
+        ``within``), by identity."""
         stored: dict[tuple, dict[str, Any]] = {}
+        statement, params = cypher.existing_edges(rel, prepared(within))
         for uids in chunks(sources, LOOKUP_BATCH):
-            for rec in self._read(cypher.existing_edges(rel), {"uids": uids}):
+            for rec in self._read(statement, {**params, "uids": uids}):
                 props = rec["props"] or {}
                 stored[(rec["src"], rec["dst"], *(props.get(k) for k in rel.key))] = props
         return stored
@@ -314,6 +323,15 @@ class BaseStore(ABC):
             self.close()
         except Exception:  # noqa: BLE001
             pass
+
+
+def check_within(prepared: EdgeRows, within: Filter | None) -> EdgeRows:
+    """Refuse rows outside a merge's ``within`` filter (they would never be compared)."""
+    if within:
+        outside = next((r for r in prepared.rows if not matches(r.props, within)), None)
+        if outside is not None:
+            raise ConfigError(f"an edge row {outside.src} -> {outside.dst} does not match the merge's filter {within}")
+    return prepared
 
 
 class EdgeMergePlan(NamedTuple):

@@ -226,8 +226,8 @@ def _node_kind(labels: list[str]) -> schema.NodeKind:
     raise ConfigError(f"nodes labelled {':'.join(sorted(labels))} are not in compgraph's vocabulary: cannot export")
 
 
-def _rel_kind(type_: str) -> schema.RelKind:
-    kind = schema.REL_KIND_BY_TYPE.get(type_)
+def _rel_kind(type_: str, target_labels=()) -> schema.RelKind:
+    kind = schema.rel_kind(type_, target_labels)
     if kind is None:
         raise ConfigError(f"relationships of type {type_} are not in compgraph's vocabulary: cannot export")
     return kind
@@ -280,14 +280,17 @@ def _write(graph: GraphStore, directory: Path) -> ExportSummary:
             add(_write_part(directory, f"nodes-{key.replace(':', '-')}-{number}", [f"{UID}:ID({kind.key_label})"],
                             rows, [UID], f"nodes labelled {key}"), "nodes", key, summary.nodes)
     with graph.records(f"MATCH (a)-[e]->(b) RETURN type(e) AS type, a.{UID} AS src, b.{UID} AS dst, "
-                       f"properties(e) AS {PROPS}") as stream:
-        for type_, number, rows in _parts(stream, lambda r: _rel_kind(r["type"]).type):
-            rel = _rel_kind(type_)
+                       f"labels(b) AS dst_labels, properties(e) AS {PROPS}") as stream:
+        by_end = lambda r: f"{r['type']}:{_rel_kind(r['type'], r['dst_labels']).target.key_label}"  # noqa: E731
+        for group, number, rows in _parts(stream, by_end):
+            type_, end = group.split(":")
+            rel = _rel_kind(type_, (end,))
             for r in rows:
                 _uid(r, "src", f"a {type_} relationship's source")
                 _uid(r, "dst", f"a {type_} relationship's target")
             head = [f":START_ID({rel.source.key_label})", f":END_ID({rel.target.key_label})"]
-            add(_write_part(directory, f"relationships-{type_}-{number}", head, rows, ["src", "dst"],
+            name = type_ if rel is schema.REL_KIND_BY_TYPE[type_] else f"{type_}-{end}"
+            add(_write_part(directory, f"relationships-{name}-{number}", head, rows, ["src", "dst"],
                             f"{type_} relationships"), "relationships", type_, summary.relationships)
     options = ["--array-delimiter=U+001F", "--id-type=string"]
     if multiline:  # the importer reads multi-line fields on one thread only: asked for when needed

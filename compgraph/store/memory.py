@@ -22,7 +22,9 @@ from compgraph.store.base import (
     OnMissing,
     WriteResult,
     prepared,
+    prepared as prepared_filter,
     _check_batch,
+    check_within,
     checked_properties,
     matches,
     plan_edge_merge,
@@ -58,11 +60,12 @@ class MemoryStore:
         return WriteResult(created=created, updated=updated)
 
     def merge_edges(self, rel: RelKind, rows: pl.DataFrame, *, on_missing: OnMissing = "error",
-                    batch_size: int = DEFAULT_BATCH, replace: Collection[str] = ()) -> WriteResult:
+                    batch_size: int = DEFAULT_BATCH, replace: Collection[str] = (),
+                    within: Filter | None = None) -> WriteResult:
         _check_batch(batch_size)
         if on_missing not in ("error", "skip"):
             raise ConfigError(f"on_missing must be 'error' or 'skip', not {on_missing!r}")
-        prepared = edge_rows(rel, rows)
+        prepared = check_within(edge_rows(rel, rows), within)
         sources, targets = self._nodes.get(rel.source.key_label, {}), self._nodes.get(rel.target.key_label, {})
         keep = [r for r in prepared.rows if r.src in sources and r.dst in targets]
         dropped = len(prepared.rows) - len(keep)
@@ -76,7 +79,9 @@ class MemoryStore:
                             list(dict.fromkeys(r.dst for r in keep)))
         table = self._edges.setdefault(rel.type, {})
         wanted = set(prepared.sources)
-        stored = {identity: props for identity, props in table.items() if identity[0] in wanted}
+        within = prepared_filter(within)
+        stored = {identity: props for identity, props in table.items()
+                  if identity[0] in wanted and identity[1] in targets and matches(props, within)}
         plan = plan_edge_merge(prepared, stored, replace)
         for stale in plan.stale:
             del table[(stale["src"], stale["dst"], *(stale["key"][k] for k in prepared.key))]
@@ -105,9 +110,11 @@ class MemoryStore:
 
     def _matching_edges(self, rel: RelKind, where: Filter | None, source_where: Filter | None) -> list[tuple]:
         sources = self._nodes.get(rel.source.key_label, {})
+        targets = self._nodes.get(rel.target.key_label, {})  # a type may end at several kinds (CONTAINS)
         where, source_where = prepared(where), prepared(source_where)
         return [identity for identity, props in self._edges.get(rel.type, {}).items()
-                if matches(props, where) and (not source_where or matches(sources.get(identity[0], {}), source_where))]
+                if identity[1] in targets and identity[0] in sources and matches(props, where)
+                and (not source_where or matches(sources.get(identity[0], {}), source_where))]
 
     def edges(self, rel: RelKind, *, where: Filter | None = None, source_where: Filter | None = None,
               target_where: Filter | None = None, properties: Sequence[str] | None = None) -> pl.DataFrame:

@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     {"engine"},                                           # the job engine
     {"stages"},                                           # one module per stage
     {"kb", "analysis", "ingest"},                         # the Python API and pure analyses
-    {"atlas"},                                            # recipes of several ingest jobs
+    {"atlas", "attribution"},                             # recipes of several jobs; graphs in, circuits out
     {"cli"},                                              # click commands
     {"__init__"},                                         # the package's own lazy entry points
 ]
