@@ -87,7 +87,7 @@ def _check_unique(graph: fmt.AttributionGraph, model: str, tokenizer: str, where
     would merge into one row: refuse the file."""
     seen: dict[tuple, str] = {}
     for node in graph.nodes:
-        key = (R.graph_node_uid(model, tokenizer, graph.scan, node), node.pos)
+        key = (R.graph_node_uid(model, tokenizer, graph.transcoder_set, node), node.pos)
         if key in seen:
             raise ConfigError(f"{where}: nodes {seen[key]} and {node.node_id} are both {key[0]} at position "
                               f"{node.pos}")

@@ -250,6 +250,34 @@ class KB:
             nodes = nodes.filter(pl.col(UID).is_in(pl.concat([table["src"], table["dst"]]).unique().implode()))
         return nodes, table
 
+    def cooccurrence_tables(self, model: str, min_graphs: int = 1) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Transcoder features that occur together in a model's imported attribution graphs
+        (:mod:`compgraph.attribution`), as the two frames of :meth:`component_tables`: nodes
+        (the features in at least one pair) and edges (src < dst by uid, ``rel`` COOCCURS,
+        ``weight`` = the number of graphs containing both, pairs in >= ``min_graphs`` graphs).
+        Memory: one row per (graph, feature pair), so about k^2 / 2 per graph of k features."""
+        if min_graphs < 1:
+            raise ConfigError(f"min_graphs must be at least 1, not {min_graphs}")
+        features = self.components(model, "feature")
+        contains = _conform(self.store.edges(schema.CONTAINS, source_where={MODEL: model}, properties=()),
+                            {"src": pl.String, "dst": pl.String})
+        code = features.select(pl.col(UID).alias("dst"), pl.int_range(pl.len()).alias("f"))
+        held = contains.join(code, on="dst", how="inner").select(pl.col("src").alias("g"), "f").unique()
+        counts = held.group_by("f").len()
+        held = held.join(counts.filter(pl.col("len") >= min_graphs).select("f"), on="f", how="semi")
+        pairs = held.join(held, on="g", suffix="_b").filter(pl.col("f") < pl.col("f_b")) \
+            .group_by("f", "f_b").agg(pl.len().cast(pl.Float64).alias(WEIGHT)) \
+            .filter(pl.col(WEIGHT) >= min_graphs)
+        uids = code.select(pl.col("f"), pl.col("dst").alias("uid"))
+        edges = pairs.join(uids.rename({"uid": "src"}), on="f").join(uids.rename({"f": "f_b", "uid": "dst"}), on="f_b")
+        edges = edges.select("src", "dst", pl.lit("COOCCURS").alias("rel"), WEIGHT, pl.lit(None, pl.String).alias(KIND),
+                             pl.lit(None, pl.String).alias(TASK), pl.lit(None, pl.String).alias(METHOD)) \
+            .with_columns(pl.min_horizontal("src", "dst").alias("src"), pl.max_horizontal("src", "dst").alias("dst")) \
+            .cast(GRAPH_EDGE_COLUMNS).sort("src", "dst")
+        used = pl.concat([edges["src"], edges["dst"]]).unique().implode()
+        nodes = features.filter(pl.col(UID).is_in(used)).select(UID, *DESCRIBE, MODEL)
+        return nodes, edges
+
     def edges_among(self, model: str, uids: Iterable[str], edges: Iterable[str] | str = GRAPH_RELS,
                     task: str | None = None, method: str | None = None) -> pl.DataFrame:
         """The edges of :meth:`component_graph` (same columns and rule: one per ordered pair and

@@ -11,6 +11,9 @@ Subcommands (every one takes ``--model`` (required), ``--format table|json``, ``
   igraph here, or Neo4j GDS's Leiden in the server, the default on a Neo4j store with
   GDS; Q is computed here either way). ``--write-back`` stores each component's community as
   ``community_connects`` / ``community_causes``. ``--out``: ``communities_<rel>.png``.
+  ``--graphs`` picks the graphs; ``COOCCURS`` is the co-occurrence of transcoder features
+  across the model's imported attribution graphs (weight: the graphs holding both, pairs in
+  at least ``--min-graphs``; igraph only): its communities are supernode candidates.
 - ``degrees``: the same two graphs: nodes, edges, mean and max degree, and the
   power-law fit of the degrees. ``--out``: ``degrees_<rel>.png``.
 - ``overlap``: two tasks' circuits (``--tasks A,B``, at ``--level`` and ``--method``):
@@ -55,6 +58,10 @@ from compgraph.render import REPORT_FORMATS
 
 GRAPHS = (str(schema.Rel.CONNECTS), str(schema.Rel.CAUSES))
 """The relationships whose component graphs ``modularity`` and ``degrees`` analyse."""
+COOCCURS = "COOCCURS"
+MODULAR = (*GRAPHS, COOCCURS)
+"""The graphs ``modularity`` analyses: the two component graphs and the co-occurrence of
+features across imported attribution graphs (:meth:`compgraph.kb.KB.cooccurrence_tables`)."""
 
 
 # ---- shared options and helpers ---------------------------------------------------------------
@@ -203,26 +210,39 @@ def _heaviest_graph(nodes, edges, limit: int):
 @click.option("--engine", type=click.Choice(["auto", "igraph", "gds"]), default="auto", show_default=True,
               help="Leiden by igraph here, or by Neo4j Graph Data Science in the server (auto: GDS when the "
                    "store has it).")
+@click.option("--graphs", "graphs", default=",".join(GRAPHS), show_default=True, metavar="LIST",
+              help=f"Comma list of {', '.join(MODULAR)}: COOCCURS is the features' co-occurrence across the "
+                   "model's imported attribution graphs (weight: graphs containing both; igraph only).")
+@click.option("--min-graphs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="COOCCURS: keep the feature pairs found together in at least this many graphs.")
 @_common
-def modularity(model, method, null_samples, resolution, seed, write_back, engine, fmt, out, store, database):
+def modularity(model, method, null_samples, resolution, seed, write_back, engine, graphs, min_graphs, fmt, out,
+               store, database):
     """Communities, modularity Q and its z-score.
 
-    For the weights-based (CONNECTS) and the causal (CAUSES) component graph: Leiden
-    communities, Q, and Q against degree-preserving randomised graphs."""
+    For the weights-based (CONNECTS) and the causal (CAUSES) component graph, or the
+    co-occurrence of features across attribution graphs (COOCCURS: supernode candidates):
+    Leiden communities, Q, and Q against degree-preserving randomised graphs."""
     import polars as pl
 
     from compgraph.analysis import modularity as M
     from compgraph.store import gds
 
+    asked = split(graphs)
+    if bad := [g for g in asked if g not in MODULAR]:
+        raise ConfigError(f"--graphs takes {', '.join(MODULAR)}, not {', '.join(bad)}")
     rows = []
     with _kb(store, database, model) as kb:
         version = gds.gds_version(kb.store) if engine != "igraph" else None
         if engine == "gds" and version is None:
             raise ConfigError("--engine gds needs a Neo4j store with the Graph Data Science library")
-        for rel in GRAPHS:  # frames, not networkx: the weights-based graph has millions of edges
-            nodes, edges = kb.component_tables(model, edges=(rel,), method=method, isolates=False)
+        for rel in asked:  # frames, not networkx: the weights-based graph has millions of edges
+            if rel == COOCCURS:
+                nodes, edges = kb.cooccurrence_tables(model, min_graphs=min_graphs)
+            else:
+                nodes, edges = kb.component_tables(model, edges=(rel,), method=method, isolates=False)
             view = M.from_frames(nodes["uid"].to_list(), edges)
-            if version is None or not view.graph.ecount():  # no edge: nothing for GDS to project
+            if version is None or not view.graph.ecount() or rel == COOCCURS:  # GDS: stored relationships only
                 null = M.null_model_z(view, n=null_samples, seed=seed, resolution=resolution,
                                       workers=_workers(edges.height))
             else:  # the observed graph projected from the store, the samples from here; Q computed here

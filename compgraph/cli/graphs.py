@@ -43,8 +43,10 @@ def import_graph(path, model, store, database):
 @handle_errors
 @store_options
 def export_circuit(model, task, out, level, method, fmt, source, store, database):
-    """Write MODEL's circuit for TASK as an attribution graph OUT.json (and list it in the folder's
-    graph-metadata.json, circuit-tracer's viewer index)."""
+    """Write MODEL's circuit for TASK (a shipped name or its .jsonl) as an attribution graph OUT.json,
+    and list it in the folder's graph-metadata.json (circuit-tracer's viewer index).
+
+    The prompt shown is the task's first example that fits the model's tokenizer."""
     from compgraph import schema
     from compgraph.attribution import circuit_document, task_prompt, write_viewer_file
     from compgraph.store.factory import open_store
@@ -52,7 +54,8 @@ def export_circuit(model, task, out, level, method, fmt, source, store, database
     with open_store(store, database=database, create=False) as graph:
         require_model(graph, model)
         spec = source or graph.nodes(schema.MODEL, uids=[schema.model_uid(model)])[schema.Prop.SOURCE][0]
-        doc = circuit_document(graph, model, task, level=level, method=method, slug=out.stem,
+        name = Path(task).stem if task.endswith(".jsonl") else task  # a task file names its task by its stem
+        doc = circuit_document(graph, model, name, level=level, method=method, slug=out.stem,
                                **task_prompt(spec, task))
     write_viewer_file(doc, out)
     click.echo(f"wrote {out}: {len(doc['nodes'])} nodes, {len(doc['links'])} links")

@@ -128,6 +128,7 @@ class AttributionGraph:
 
     slug: str
     scan: str | None
+    """``metadata.scan``: Neuronpedia's model id (``gemma-2-2b``), or circuit-tracer's transcoder set."""
     prompt: str
     prompt_tokens: tuple[str, ...]
     nodes: tuple[GraphNode, ...]
@@ -136,6 +137,8 @@ class AttributionGraph:
     schema_version: int | None = None
     transcoder_list: tuple[str, ...] = ()
     generator: str | None = None
+    transcoder_set: str | None = None
+    """The transcoder set its features belong to: ``metadata.info.transcoder_set`` (Neuronpedia), else ``scan``."""
     n_layers: int | None = None
     """The model's layer count as the file implies it (a logit node's layer is n_layers + 1)."""
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -291,6 +294,7 @@ def parse_graph(doc: Any, where: str) -> AttributionGraph:
         schema_version=meta.get("schema_version") if isinstance(meta.get("schema_version"), int) else None,
         transcoder_list=tuple(str(t) for t in meta.get("transcoder_list") or ()),
         generator=str(generator) if generator else None,
+        transcoder_set=str(info.get("transcoder_set") or scan) if (info.get("transcoder_set") or scan) else None,
         n_layers=max(logit_layers) - 1 if logit_layers else None, metadata=dict(meta))
 
 

@@ -416,7 +416,7 @@ def graph_rows(graph, *, model: str, tokenizer_id: str, uid: str, digest: str, s
     graph to each (``pos``, ``influence``, ``activation``; a token's ``token_prob`` and
     ``target``) and each link as ``ATTRIBUTES``. ``token_texts``: set the tokens' ``text``
     from the file (only where the store has no tokenizer for the model)."""
-    tset = graph.scan
+    tset = graph.transcoder_set
     uids = [graph_node_uid(model, tokenizer_id, tset, n) for n in graph.nodes]
     by_id = {n.node_id: (n, u) for n, u in zip(graph.nodes, uids)}
     head = pl.DataFrame([{
@@ -445,7 +445,8 @@ def graph_rows(graph, *, model: str, tokenizer_id: str, uid: str, digest: str, s
     }, schema_overrides={P.UID: pl.String, P.DICTIONARY: pl.String}).unique(P.UID, keep="first", maintain_order=True)
     others = [n for n in graph.nodes if n.kind not in ("feature", "logit")]
     kinds = {"error": str(S.MLP_ERROR), "embedding": str(S.EMBED)}
-    nodes = [(schema.ATTRIBUTION_GRAPH, head), (schema.MODEL, model_identity(model)),
+    nodes = [(schema.ATTRIBUTION_GRAPH, head), (schema.MODEL, pl.DataFrame([{P.UID: schema.model_uid(model),
+                                                                               P.NAME: model}])),
              (schema.DICTIONARY, dictionaries), (schema.FEATURE, feature_rows)]
     if others:
         nodes += identity_nodes(model, pl.DataFrame({

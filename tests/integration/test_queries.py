@@ -6,6 +6,8 @@ start is slow); the queries only read."""
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -13,7 +15,9 @@ import pytest
 import compgraph
 from tests.helpers.bolt_server import DATABASE, PASSWORD
 from compgraph import schema
+from compgraph.attribution import import_graphs
 from compgraph.library import named_queries
+from tests.helpers.attribution import capital_graph, write as write_graphs
 from tests.helpers.stores import CYPHER_BACKENDS, wipe as _wipe
 
 M, M2, TOK = "m", "m2", "tok"
@@ -30,6 +34,11 @@ C_IOI2 = schema.circuit_uid(M2, "ioi", "node", "activation")
 R_N, R_OLD, R_H = "run:m:neurons:aaa", "run:m:neurons:old", "run:m:heads:bbb"
 R_C, R_E, R_E2, R_X = "run:m:connections:ddd", "run:m:effects/ioi:eee", "run:m:effects/capitals:fff", "run:m2:neurons:ccc"
 R_M, R_E3 = "run:m:match/m2:ggg", "run:m2:effects/ioi:hhh"  # no :Run nodes of theirs
+GM = "gemma-2-2b"  # the model of the imported attribution graphs (tests/helpers/attribution.py)
+G1, G2 = schema.graph_uid(GM, "capital"), schema.graph_uid(GM, "capital2")
+D1, D3 = f"{GM}/D:{GM}/L1/mlp_in", f"{GM}/D:{GM}/L3/mlp_in"
+F1, F3 = f"{D1}/F7", f"{D3}/F42"
+G_EMBED, G_PARIS = f"{GM}/embed", f"{GM}:7127"
 
 
 def _edges(store, rel, rows, **common):
@@ -131,6 +140,9 @@ def build(store) -> None:
         {"src": N00, "dst": H10, "kind": "mlp_to_q", "weight": 0.1},
         {"src": N10, "dst": H10, "kind": "mlp_to_k", "weight": 0.3},
     ], run=R_C)
+    folder = Path(tempfile.mkdtemp())  # two attribution graphs of another model, imported
+    write_graphs(folder, capital_graph("capital"), capital_graph("capital2", weight=2.0))
+    import_graphs(store, folder)
 
 
 @pytest.fixture(scope="module", params=CYPHER_BACKENDS)
@@ -215,8 +227,34 @@ CASES: dict[str, list[tuple[dict, list[tuple]]]] = {
                         (R_H, "heads", None, "complete", 1, ["properties"])]),
     ],
     "label_counts": [
-        ({}, [("Circuit", 3), ("CompgraphMeta", 1), ("Component", 10), ("Head", 4), ("Model", 2), ("Neuron", 4),
-              ("Run", 7), ("Site", 2), ("Task", 2), ("Token", 3)]),
+        ({}, [("AttributionGraph", 2), ("Circuit", 3), ("CompgraphMeta", 1), ("Component", 14), ("Dictionary", 2),
+              ("Feature", 2), ("Head", 4), ("Model", 3), ("Neuron", 4), ("Run", 9), ("Site", 4), ("Task", 2),
+              ("Token", 5)]),
+    ],
+    "graphs_with_feature": [
+        ({"uid": F3}, [(G1, "capital", "The capital of", [2, 3], 0.5, 2.0),
+                       (G2, "capital2", "The capital of", [2, 3], 0.5, 2.0)]),
+        ({"uid": H00}, []),
+    ],
+    "feature_prevalence": [
+        ({"model": GM, "limit": 10}, [(F1, D1, 1, 7, 2, 0.4, 1.5), (F3, D3, 3, 42, 2, 0.6, 1.25)]),
+        ({"model": GM, "limit": 1}, [(F1, D1, 1, 7, 2, 0.4, 1.5)]),
+    ],
+    "recurring_attributions": [
+        ({"model": GM, "min_graphs": 2, "limit": 10}, [(F1, F3, 1, 7, 3, 42, 2, 4, 1.0)]),
+        ({"model": GM, "min_graphs": 3, "limit": 10}, []),
+    ],
+    "graph_paths": [
+        ({"graph": G1, "limit": 10}, [
+            ([G_EMBED, F3, G_PARIS], [3, 3, 3], [1.0, 4.0], 2, 4.0),
+            ([G_EMBED, F1, F3, G_PARIS], [2, 2, 3, 3], [2.0, 0.5, 4.0], 3, 4.0),
+            ([G_EMBED, F1, F3, G_PARIS], [2, 2, 2, 3], [2.0, 1.5, 0.8], 3, 2.0 * 1.5 * 0.8),
+        ]),
+        ({"graph": G2, "limit": 1}, [([G_EMBED, F1, F3, G_PARIS], [2, 2, 2, 3], [2.0, 1.5, 0.8], 3, 2.0 * 1.5 * 0.8)]),
+    ],
+    "feature_cooccurrence": [
+        ({"model": GM, "min_graphs": 2}, [(F1, F3, 2)]),
+        ({"model": GM, "min_graphs": 3}, []),
     ],
     "model_summary": [({"model": M}, [("Head", 3), ("Neuron", 3), ("Site", 2)])],
     "neighbourhood": [
