@@ -42,7 +42,6 @@ from compgraph.stages import rows as R
 P = schema.Prop
 STAGE = "import_graph"
 STAGE_VERSION = 1
-_EDGE_KINDS = (schema.CONTAINS, schema.CONTAINS_TOKEN, schema.ATTRIBUTES, schema.ATTRIBUTES_TOKEN)
 
 
 @dataclass
@@ -172,21 +171,18 @@ def _import_one(store, graph: fmt.AttributionGraph, where: Path, model: str, tok
                 frame = frame.with_columns(pl.lit(run).alias(marker))
             store.merge_nodes(kind, frame)
             rows += frame.height
-    replace = {run, *old}
+    if old or found.height:  # an earlier version of the file, or this one cut off: its links go first
+        for rel in (schema.CONTAINS, schema.CONTAINS_TOKEN):
+            store.delete_edges(rel, source_where={P.UID: uid})
+        for rel in (schema.ATTRIBUTES, schema.ATTRIBUTES_TOKEN):  # a scan of every graph's links: replacing is rare
+            store.delete_edges(rel, where={P.GRAPH: uid})
     for rel, frame in edges:
         if not frame.height:
             continue
         frame = frame.with_columns(pl.lit(run).alias(P.RUN))
-        if rel.source is schema.ATTRIBUTION_GRAPH:  # the graph's own edges: only its earlier runs wrote any
-            store.merge_edges(rel, frame, replace=replace)
-        elif rel in (schema.ATTRIBUTES, schema.ATTRIBUTES_TOKEN):  # shared sources: compare this graph's only
-            store.merge_edges(rel, frame, replace=replace, within={P.GRAPH: uid})
-        else:
-            store.merge_edges(rel, frame)
+        # the graph's edges are new now: no read of what the shared sources (embeddings, features) hold
+        store.merge_edges(rel, frame, known_new=rel is not schema.HAS_DICTIONARY)
         rows += frame.height
-    if old:  # what the earlier file wrote and this one did not name
-        for rel in _EDGE_KINDS:
-            store.delete_edges(rel, where={P.RUN: old})
     finished = _now()
     seconds = (dt.datetime.fromisoformat(finished) - dt.datetime.fromisoformat(started)).total_seconds()
     _set_run(store, run, **{P.STATUS: schema.RunStatus.COMPLETE, P.FINISHED_AT: finished, P.SECONDS: seconds,

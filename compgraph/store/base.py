@@ -95,10 +95,11 @@ class GraphStore(Protocol):
 
     def merge_edges(self, rel: RelKind, rows: pl.DataFrame, *, on_missing: OnMissing = "error",
                     batch_size: int = DEFAULT_BATCH, replace: Collection[str] = (),
-                    within: Filter | None = None) -> WriteResult:
-        """... ``within``: the stored edges compared with the rows (and deleted by ``replace``)
-        are only those matching this filter of edge properties; every row must match it (an
-        attribution graph's links, ``{graph: uid}``, among sources that other graphs share)."""
+                    known_new: bool = False) -> WriteResult:
+        """... ``known_new``: the caller guarantees that no edge of these rows' identities is
+        stored (it deleted them, or wrote none): the read of the sources' stored edges, which
+        costs as many edges as the sources hold, is skipped and every row is created (an
+        attribution graph's links, among sources every graph shares)."""
         ...
 
     def nodes(self, kind: NodeKind, *, uids: list[str] | None = None, where: Filter | None = None) -> pl.DataFrame:
@@ -215,12 +216,12 @@ class BaseStore(ABC):
     @gc_paused()
     def merge_edges(self, rel: RelKind, rows: pl.DataFrame, *, on_missing: OnMissing = "error",
                     batch_size: int = DEFAULT_BATCH, replace: Collection[str] = (),
-                    within: Filter | None = None) -> WriteResult:
+                    known_new: bool = False) -> WriteResult:
         _check_batch(batch_size)
         if on_missing not in ("error", "skip"):
             raise ConfigError(f"on_missing must be 'error' or 'skip', not {on_missing!r}")
-        prepared, skipped = self._drop_missing_endpoints(rel, check_within(edge_rows(rel, rows), within), on_missing)
-        stored = self._stored_edges(rel, prepared.sources, within)
+        prepared, skipped = self._drop_missing_endpoints(rel, edge_rows(rel, rows), on_missing)
+        stored = {} if known_new else self._stored_edges(rel, prepared.sources)
         plan = plan_edge_merge(prepared, stored, replace)
         for batch in chunks(plan.stale, batch_size):
             self._write([(cypher.delete_edge_rows(rel), {"rows": batch})])
@@ -279,14 +280,11 @@ class BaseStore(ABC):
         """One write statement in its own transaction, with its rows."""
         return self.query(statement, params, write=True).to_dicts()
 
-    def _stored_edges(self, rel: RelKind, sources: list[str],
-                      within: Filter | None = None) -> dict[tuple, dict[str, Any]]:
-        """Properties of the edges of this type already leaving ``sources`` (and matching
-        ``within``), by identity."""
+    def _stored_edges(self, rel: RelKind, sources: list[str]) -> dict[tuple, dict[str, Any]]:
+        """Properties of the edges of this type already leaving ``sources``, by identity."""
         stored: dict[tuple, dict[str, Any]] = {}
-        statement, params = cypher.existing_edges(rel, prepared(within))
         for uids in chunks(sources, LOOKUP_BATCH):
-            for rec in self._read(statement, {**params, "uids": uids}):
+            for rec in self._read(cypher.existing_edges(rel), {"uids": uids}):
                 props = rec["props"] or {}
                 stored[(rec["src"], rec["dst"], *(props.get(k) for k in rel.key))] = props
         return stored
@@ -323,15 +321,6 @@ class BaseStore(ABC):
             self.close()
         except Exception:  # noqa: BLE001
             pass
-
-
-def check_within(prepared: EdgeRows, within: Filter | None) -> EdgeRows:
-    """Refuse rows outside a merge's ``within`` filter (they would never be compared)."""
-    if within:
-        outside = next((r for r in prepared.rows if not matches(r.props, within)), None)
-        if outside is not None:
-            raise ConfigError(f"an edge row {outside.src} -> {outside.dst} does not match the merge's filter {within}")
-    return prepared
 
 
 class EdgeMergePlan(NamedTuple):

@@ -98,15 +98,13 @@ def create_edges(rel: RelKind) -> str:
     )
 
 
-def existing_edges(rel: RelKind, within: dict | None = None) -> tuple[str, dict]:
-    """Every edge of this type leaving the given sources (``$uids``) and matching ``within``:
-    src, dst and all properties."""
-    cond, params = where_clause("e", within, "w")
+def existing_edges(rel: RelKind) -> str:
+    """Every edge of this type leaving the given sources: src, dst and all properties."""
     return (
         f"UNWIND $uids AS u MATCH (a:{ident(rel.source.key_label)} {{uid: u}})"
-        f"-[e:{ident(rel.type)}]->(b:{ident(rel.target.key_label)}){_join(cond)} "
+        f"-[e:{ident(rel.type)}]->(b:{ident(rel.target.key_label)}) "
         "RETURN u AS src, b.uid AS dst, properties(e) AS props"
-    ), params
+    )
 
 
 def _edge_by_identity(rel: RelKind) -> str:

@@ -38,7 +38,7 @@ from compgraph.errors import (
 from compgraph.store import files
 from compgraph.schema import NodeKind, RelKind
 from compgraph.store import cypher
-from compgraph.store.base import LOOKUP_BATCH, BaseStore, Filter, checked_schema_version
+from compgraph.store.base import LOOKUP_BATCH, BaseStore, checked_schema_version
 from compgraph.store.rows import (
     EdgeRow,
     NodeRow,
@@ -415,12 +415,11 @@ class EmbeddedStore(BaseStore):
         known = self._rids.get(label, {})
         return {u for u in uids if u in known}
 
-    def _stored_edges(self, rel: RelKind, sources: list[str],
-                      within: Filter | None = None) -> dict[tuple, dict[str, Any]]:
+    def _stored_edges(self, rel: RelKind, sources: list[str]) -> dict[tuple, dict[str, Any]]:
         """Sources created here and never given an edge of this type need no query."""
         given = self._sources.get(rel.type, set())
         unknown = [u for u in sources if u not in self._created or u in given]
-        return super()._stored_edges(rel, unknown, within) if unknown else {}
+        return super()._stored_edges(rel, unknown) if unknown else {}
 
     def _create_edges(self, rel: RelKind, rows: list[EdgeRow], batch_size: int) -> None:
         """One GraphBatch for the whole call: a flush per batch cost more than the edges.

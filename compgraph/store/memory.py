@@ -22,9 +22,7 @@ from compgraph.store.base import (
     OnMissing,
     WriteResult,
     prepared,
-    prepared as prepared_filter,
     _check_batch,
-    check_within,
     checked_properties,
     matches,
     plan_edge_merge,
@@ -61,11 +59,11 @@ class MemoryStore:
 
     def merge_edges(self, rel: RelKind, rows: pl.DataFrame, *, on_missing: OnMissing = "error",
                     batch_size: int = DEFAULT_BATCH, replace: Collection[str] = (),
-                    within: Filter | None = None) -> WriteResult:
+                    known_new: bool = False) -> WriteResult:
         _check_batch(batch_size)
         if on_missing not in ("error", "skip"):
             raise ConfigError(f"on_missing must be 'error' or 'skip', not {on_missing!r}")
-        prepared = check_within(edge_rows(rel, rows), within)
+        prepared = edge_rows(rel, rows)
         sources, targets = self._nodes.get(rel.source.key_label, {}), self._nodes.get(rel.target.key_label, {})
         keep = [r for r in prepared.rows if r.src in sources and r.dst in targets]
         dropped = len(prepared.rows) - len(keep)
@@ -79,9 +77,8 @@ class MemoryStore:
                             list(dict.fromkeys(r.dst for r in keep)))
         table = self._edges.setdefault(rel.type, {})
         wanted = set(prepared.sources)
-        within = prepared_filter(within)
-        stored = {identity: props for identity, props in table.items()
-                  if identity[0] in wanted and identity[1] in targets and matches(props, within)}
+        stored = {} if known_new else {identity: props for identity, props in table.items()
+                                       if identity[0] in wanted and identity[1] in targets}
         plan = plan_edge_merge(prepared, stored, replace)
         for stale in plan.stale:
             del table[(stale["src"], stale["dst"], *(stale["key"][k] for k in prepared.key))]

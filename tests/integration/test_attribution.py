@@ -125,3 +125,22 @@ def test_an_exported_circuit_imports_back_with_its_components_and_weights(circui
         members = store.edges(schema.CONTAINS, where=None, source_where={"uid": graph})["dst"].unique().to_list()
         included = store.edges(schema.INCLUDES, source_where={"uid": circuit["uid"]})["dst"].to_list()
         assert set(included) - {schema.site_uid("tiny", "logits")} <= set(members)  # the logits: the answer's :Token
+
+
+def test_a_cut_off_import_is_redone_without_doubling_its_links(tmp_path):
+    """An import killed mid-file leaves its run 'running': the next import deletes what that run
+    wrote before writing the file again, so no link is written twice (links are created, not merged)."""
+    from compgraph.attribution import import_graphs
+    from compgraph.store.factory import open_store
+
+    (path,) = write(tmp_path / "g", capital_graph("a"))
+    with open_store(tmp_path / "kb") as store:
+        import_graphs(store, path)
+        before = {rel.type + rel.target.name: store.edges(rel).drop("run").sort("src", "dst").rows()
+                  for rel in (schema.CONTAINS, schema.CONTAINS_TOKEN, schema.ATTRIBUTES, schema.ATTRIBUTES_TOKEN)}
+        (run,) = store.nodes(schema.RUN)["uid"].to_list()
+        store.merge_nodes(schema.RUN, pl.DataFrame([{"uid": run, "status": "running"}]))
+        assert import_graphs(store, path).imported == 1
+        after = {rel.type + rel.target.name: store.edges(rel).drop("run").sort("src", "dst").rows()
+                 for rel in (schema.CONTAINS, schema.CONTAINS_TOKEN, schema.ATTRIBUTES, schema.ATTRIBUTES_TOKEN)}
+    assert after == before and len(before["ATTRIBUTESComponent"]) == 4
