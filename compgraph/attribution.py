@@ -14,7 +14,8 @@ Neuronpedia serves (:mod:`compgraph.data.attribution`) into the store:
 
 Every file is one run (``run:{model}:import_graph/{slug}:{digest}``): importing the same
 file again changes nothing; a changed file of the same slug replaces what the earlier one
-wrote. Every file is read and checked before anything is written, so a malformed file (a
+wrote (its links found by a scan of every graph's: replacing is rare). A new graph's links are
+created without reading what the shared sources hold (``merge_edges(known_new=True)``). Every file is read and checked before anything is written, so a malformed file (a
 missing field, a link to no node) leaves the store unchanged. Memory holds one graph.
 
 :func:`circuit_document` writes a stored circuit in the same format, for circuit-tracer's
