@@ -15,7 +15,8 @@ Measured, in one process on a fresh embedded store: the bare parse of every file
 baseline: read + check, what no import can skip), the import (graphs/s, links/s and the
 ratio to the parse), the resident memory after 10 % and after 100 % of the graphs (bounded:
 one graph in memory at a time), then each named query of the attribution library twice
-(the second time reported) and :meth:`compgraph.kb.KB.cooccurrence_tables`.
+(the second time reported), :meth:`compgraph.kb.KB.graph_paths` and
+:meth:`compgraph.kb.KB.cooccurrence_tables`.
 """
 
 from __future__ import annotations
@@ -160,7 +161,7 @@ def main() -> None:
         top = kb.named("feature_prevalence", model=model, limit=1)["feature"][0]
         cases = [("graphs_with_feature", {"uid": top}), ("feature_prevalence", {"model": model, "limit": 20}),
                  ("recurring_attributions", {"model": model, "min_graphs": 10, "limit": 20}),
-                 ("graph_paths", {"graph": graph, "limit": 10}),
+                 ("graph_links", {"graph": graph}),
                  ("feature_cooccurrence", {"model": model, "min_graphs": 100})]
         for name, params in cases:
             for _ in range(2):
@@ -168,6 +169,11 @@ def main() -> None:
                 rows = kb.named(name, **params).height
                 seconds = time.perf_counter() - tick
             print(f"{name}: {seconds:.2f} s, {rows} rows")
+        for _ in range(2):
+            tick = time.perf_counter()
+            paths = kb.graph_paths(graph, limit=10)
+            seconds = time.perf_counter() - tick
+        print(f"KB.graph_paths: {seconds:.2f} s, {paths.height} paths")
         tick = time.perf_counter()
         nodes, edges = kb.cooccurrence_tables(model, min_graphs=100)
         print(f"KB.cooccurrence_tables(min_graphs=100): {time.perf_counter() - tick:.2f} s, "

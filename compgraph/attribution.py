@@ -14,7 +14,7 @@ Neuronpedia serves (:mod:`compgraph.data.attribution`) into the store:
 
 Every file is one run (``run:{model}:import_graph/{slug}:{digest}``): importing the same
 file again changes nothing; a changed file of the same slug replaces what the earlier one
-wrote (its links found by a scan of every graph's: replacing is rare). A new graph's links are
+wrote (its links found through the index on ``ATTRIBUTES.graph``). A new graph's links are
 created without reading what the shared sources hold (``merge_edges(known_new=True)``). Every file is read and checked before anything is written, so a malformed file (a
 missing field, a link to no node) leaves the store unchanged. Memory holds one graph.
 
@@ -175,8 +175,8 @@ def _import_one(store, graph: fmt.AttributionGraph, where: Path, model: str, tok
     if old or found.height:  # an earlier version of the file, or this one cut off: its links go first
         for rel in (schema.CONTAINS, schema.CONTAINS_TOKEN):
             store.delete_edges(rel, source_where={P.UID: uid})
-        for rel in (schema.ATTRIBUTES, schema.ATTRIBUTES_TOKEN):  # a scan of every graph's links: replacing is rare
-            store.delete_edges(rel, where={P.GRAPH: uid})
+        for rel in (schema.ATTRIBUTES, schema.ATTRIBUTES_TOKEN):
+            store.delete_edges(rel, where={P.GRAPH: uid})  # through the index on ATTRIBUTES.graph
     for rel, frame in edges:
         if not frame.height:
             continue

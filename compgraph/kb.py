@@ -278,6 +278,29 @@ class KB:
         nodes = features.filter(pl.col(UID).is_in(used)).select(UID, *DESCRIBE, MODEL)
         return nodes, edges
 
+    def graph_paths(self, graph: str, limit: int = 10, max_hops: int = 4) -> pl.DataFrame:
+        """The strongest paths of one imported attribution graph (uid ``graph:{model}:{slug}``)
+        from its embeddings to its target logit: path (uids), positions, weights, hops,
+        strength (:func:`compgraph.analysis.paths.top_paths`). Reads the graph's links alone
+        (the index on ``ATTRIBUTES.graph``)."""
+        from compgraph.analysis.paths import PATH_COLUMNS, top_paths
+
+        found = self.store.nodes(schema.ATTRIBUTION_GRAPH, uids=[graph])
+        if not found.height:
+            raise ConfigError(f"no attribution graph {graph!r} in the store")
+        model = found[MODEL][0]
+        targets = self.store.edges(schema.CONTAINS_TOKEN, where={str(P.TARGET): True}, source_where={UID: graph})
+        if not targets.height:
+            return pl.DataFrame(schema=PATH_COLUMNS)
+        wanted = (str(P.SOURCE_POS), str(P.TARGET_POS), WEIGHT)
+        links = pl.concat([_conform(self.store.edges(rel, where={str(P.GRAPH): graph}, properties=wanted),
+                                    {"src": pl.String, "dst": pl.String, str(P.SOURCE_POS): pl.Int64,
+                                     str(P.TARGET_POS): pl.Int64, WEIGHT: pl.Float64})
+                           for rel in (schema.ATTRIBUTES, schema.ATTRIBUTES_TOKEN)])
+        target = (targets["dst"][0], int(targets[str(P.POS)][0]))
+        return top_paths(links, {schema.site_uid(model, schema.SiteKind.EMBED)}, target, max_hops=max_hops,
+                         limit=limit)
+
     def edges_among(self, model: str, uids: Iterable[str], edges: Iterable[str] | str = GRAPH_RELS,
                     task: str | None = None, method: str | None = None) -> pl.DataFrame:
         """The edges of :meth:`component_graph` (same columns and rule: one per ordered pair and

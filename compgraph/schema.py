@@ -424,6 +424,9 @@ UNIQUE_KEY_LABELS: tuple[str, ...] = tuple(dict.fromkeys(k.key_label for k in NO
 
 INDEXED: tuple[tuple[str, str], ...] = ((Label.COMPONENT, Prop.MODEL), (Label.COMPONENT, Prop.LAYER))
 """(label, property) pairs that get a plain index."""
+EDGE_INDEXED: tuple[tuple[str, str], ...] = ((Rel.ATTRIBUTES, Prop.GRAPH),)
+"""(relationship type, property) pairs that get an index: one attribution graph's links are
+found through it, not by walking the embeddings and features every graph shares."""
 
 
 # ---- uid builders -------------------------------------------------------------

@@ -10,7 +10,7 @@ import re
 from typing import Sequence
 
 from compgraph.errors import QueryError
-from compgraph.schema import INDEXED, META, UNIQUE_KEY_LABELS, NodeKind, RelKind
+from compgraph.schema import EDGE_INDEXED, INDEXED, META, UNIQUE_KEY_LABELS, NodeKind, RelKind
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -37,6 +37,11 @@ def schema_statements() -> list[str]:
         f"CREATE INDEX {ident(label.lower() + '_' + prop)} IF NOT EXISTS "
         f"FOR (n:{ident(label)}) ON (n.{ident(prop)})"
         for label, prop in INDEXED
+    ]
+    stmts += [
+        f"CREATE INDEX {ident(rel.lower() + '_' + prop)} IF NOT EXISTS "
+        f"FOR ()-[r:{ident(rel)}]-() ON (r.{ident(prop)})"
+        for rel, prop in EDGE_INDEXED
     ]
     return stmts
 
@@ -161,11 +166,19 @@ def read_nodes_by_uid(kind: NodeKind) -> str:
 
 def _edge_match(rel: RelKind, where: dict | None, source_where: dict | None,
                 target_where: dict | None = None) -> tuple[str, dict]:
+    """``MATCH`` the edges of ``rel`` with the filters, binding ``a``, ``e`` and ``b``. A filter on an
+    indexed edge property (:data:`compgraph.schema.EDGE_INDEXED`) matches unlabelled ends first
+    and checks the labels after a ``WITH``: ArcadeDB uses the edge index only so (an
+    attribution graph's links in 35 ms instead of 6 s among 3.5 M)."""
     cond, params = where_clause("e", where, "w")
     src_cond, src_params = where_clause("a", source_where, "s")
     dst_cond, dst_params = where_clause("b", target_where, "t")
-    return (f"MATCH (a:{ident(rel.source.key_label)})-[e:{ident(rel.type)}]->(b:{ident(rel.target.key_label)})"
-            f"{_join(cond, src_cond, dst_cond)}", {**params, **src_params, **dst_params})
+    params = {**params, **src_params, **dst_params}
+    src, dst = ident(rel.source.key_label), ident(rel.target.key_label)
+    if where and any((rel.type, p) in EDGE_INDEXED for p in where):
+        return (f"MATCH (a)-[e:{ident(rel.type)}]->(b){_join(cond)} WITH a, e, b"
+                f"{_join(f'a:{src}', f'b:{dst}', src_cond, dst_cond)}", params)
+    return f"MATCH (a:{src})-[e:{ident(rel.type)}]->(b:{dst}){_join(cond, src_cond, dst_cond)}", params
 
 
 def read_edges(rel: RelKind, where: dict | None, source_where: dict | None,

@@ -38,7 +38,7 @@ GM = "gemma-2-2b"  # the model of the imported attribution graphs (tests/helpers
 G1, G2 = schema.graph_uid(GM, "capital"), schema.graph_uid(GM, "capital2")
 D1, D3 = f"{GM}/D:{GM}/L1/mlp_in", f"{GM}/D:{GM}/L3/mlp_in"
 F1, F3 = f"{D1}/F7", f"{D3}/F42"
-G_EMBED, G_PARIS = f"{GM}/embed", f"{GM}:7127"
+G_EMBED, G_ERR, G_PARIS, G_LONDON = f"{GM}/embed", f"{GM}/L2/mlp_error", f"{GM}:7127", f"{GM}:5134"
 
 
 def _edges(store, rel, rows, **common):
@@ -244,13 +244,11 @@ CASES: dict[str, list[tuple[dict, list[tuple]]]] = {
         ({"model": GM, "min_graphs": 2, "limit": 10}, [(F1, F3, 1, 7, 3, 42, 2, 4, 1.0)]),
         ({"model": GM, "min_graphs": 3, "limit": 10}, []),
     ],
-    "graph_paths": [
-        ({"graph": G1, "limit": 10}, [
-            ([G_EMBED, F3, G_PARIS], [3, 3, 3], [1.0, 4.0], 2, 4.0),
-            ([G_EMBED, F1, F3, G_PARIS], [2, 2, 3, 3], [2.0, 0.5, 4.0], 3, 4.0),
-            ([G_EMBED, F1, F3, G_PARIS], [2, 2, 2, 3], [2.0, 1.5, 0.8], 3, 2.0 * 1.5 * 0.8),
-        ]),
-        ({"graph": G2, "limit": 1}, [([G_EMBED, F1, F3, G_PARIS], [2, 2, 2, 3], [2.0, 1.5, 0.8], 3, 2.0 * 1.5 * 0.8)]),
+    "graph_links": [
+        ({"graph": G1}, [(F1, F3, 2, 2, "", 1.5), (F1, F3, 2, 3, "", 0.5), (F3, G_PARIS, 2, 3, "", 0.8),
+                         (F3, G_LONDON, 3, 3, "", 0.25), (F3, G_PARIS, 3, 3, "", 4.0), (G_ERR, G_PARIS, 3, 3, "", -1.5),
+                         (G_EMBED, F1, 2, 2, "", 2.0), (G_EMBED, F3, 3, 3, "", 1.0)]),
+        ({"graph": "graph:none"}, []),
     ],
     "feature_cooccurrence": [
         ({"model": GM, "min_graphs": 2}, [(F1, F3, 2)]),
@@ -348,3 +346,16 @@ def test_kb_typed_reads_agree_with_the_named_query(kb):
     assert graph.edges[H00, H10] == {"rel": "CONNECTS", "weight": 0.5, "kind": "k_comp", "task": None,
                                      "method": None, "n_parallel": 2}
     assert graph.number_of_nodes() == 8 and graph.number_of_edges() == 7
+
+
+def test_graph_paths_follow_positions_to_the_target_logit(kb):
+    """Of an attribution graph's links, the chains from the embeddings to the target token where
+    each link starts where the previous one ended (node and position), strongest first."""
+    paths = kb.graph_paths(G1, limit=10)
+    assert paths.rows() == [
+        ([G_EMBED, F3, G_PARIS], [3, 3, 3], [1.0, 4.0], 2, 4.0),
+        ([G_EMBED, F1, F3, G_PARIS], [2, 2, 3, 3], [2.0, 0.5, 4.0], 3, 4.0),
+        ([G_EMBED, F1, F3, G_PARIS], [2, 2, 2, 3], [2.0, 1.5, 0.8], 3, pytest.approx(2.0 * 1.5 * 0.8)),
+    ]
+    assert kb.graph_paths(G2, limit=1)["strength"].to_list() == [pytest.approx(2.0 * 1.5 * 0.8)]
+    assert kb.graph_paths(G1, max_hops=2)["hops"].to_list() == [2]
