@@ -281,9 +281,9 @@ class KB:
     def graph_paths(self, graph: str, limit: int = 10, max_hops: int = 4) -> pl.DataFrame:
         """The strongest paths of one imported attribution graph (uid ``graph:{model}:{slug}``)
         from its embeddings to its target logit: path (uids), positions, weights, hops,
-        strength (:func:`compgraph.analysis.paths.top_paths`). Reads the graph's links alone
+        strength (:func:`compgraph.data.attribution_paths.top_paths`). Reads the graph's links alone
         (the index on ``ATTRIBUTES.graph``)."""
-        from compgraph.analysis.paths import PATH_COLUMNS, top_paths
+        from compgraph.data.attribution_paths import PATH_COLUMNS, top_paths
 
         found = self.store.nodes(schema.ATTRIBUTION_GRAPH, uids=[graph])
         if not found.height:

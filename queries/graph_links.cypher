@@ -1,7 +1,7 @@
 // name: graph_links
 // params: graph (string: an :AttributionGraph uid)
 // returns: src, dst, source_pos, target_pos, input, weight
-// Every link of one imported attribution graph (ATTRIBUTES with graph = $graph, found through the index on ATTRIBUTES.graph: the ends are matched unlabelled, as a label in the pattern or the same WHERE keeps ArcadeDB off the index): from src at source_pos to dst at target_pos. KB.graph_paths searches them for the strongest paths from the embeddings to the target logit (compgraph.analysis.paths).
+// Every link of one imported attribution graph (ATTRIBUTES with graph = $graph, found through the index on ATTRIBUTES.graph: the ends are matched unlabelled, as a label in the pattern or the same WHERE keeps ArcadeDB off the index): from src at source_pos to dst at target_pos. KB.graph_paths searches them for the strongest paths from the embeddings to the target logit (compgraph.data.attribution_paths).
 MATCH (a)-[r:ATTRIBUTES]->(b)
 WHERE r.graph = $graph
 WITH a, r, b

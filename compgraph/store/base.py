@@ -189,11 +189,16 @@ class BaseStore(ABC):
         found = checked_schema_version(self.location, rows[0]["v"] if rows else None)
         for statement in cypher.schema_statements():
             self._schema_command(statement)
+        if found is None:  # a new store, or one whose schema creation was cut off (a full disk)
+            self._schema_created()
         if found is None or found < schema.SCHEMA_VERSION:
             self._write([(cypher.WRITE_SCHEMA_VERSION, {"uid": schema.META_UID, "v": schema.SCHEMA_VERSION})])
 
     def _schema_command(self, statement: str) -> None:
         self._write([(statement, {})])
+
+    def _schema_created(self) -> None:
+        """Hook after the constraints and indexes of a store without a schema version exist."""
 
     def schema_version(self) -> int | None:
         rows = self._read(cypher.READ_SCHEMA_VERSION, {"uid": schema.META_UID})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from compgraph.analysis.paths import top_paths
+from compgraph.data.attribution_paths import top_paths
 
 
 def _links(*rows):
