@@ -25,7 +25,6 @@ viewer (:func:`write_viewer_folder` adds its ``graph-metadata.json`` index).
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ import polars as pl
 
 from compgraph import __version__, schema
 from compgraph.data import attribution as fmt
+from compgraph.data.digests import file_digest
 from compgraph.engine.context import Progress, no_progress
 from compgraph.errors import ConfigError
 from compgraph.stages import rows as R
@@ -67,10 +67,6 @@ class ImportReport:
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
-
-
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _model_name(graph: fmt.AttributionGraph, model: str | None, where: Path) -> str:
@@ -146,7 +142,7 @@ def import_graphs(store, path: str | Path, *, model: str | None = None,
 
 def _import_one(store, graph: fmt.AttributionGraph, where: Path, model: str, tokenizer: str,
                 token_texts: bool) -> str:
-    digest = _digest(where)
+    digest = file_digest(where)  # not cached: thousands of graph files would fill the weights' digest cache
     scope = graph.slug
     run = schema.run_uid(model, f"{STAGE}/{scope}", digest)
     found = store.nodes(schema.RUN, uids=[run])

@@ -385,7 +385,7 @@ class EmbeddedStore(BaseStore):
         records written in between (a second :CompgraphMeta node appeared: the uniqueness check
         did not see the first). A store created by this open has nothing to rebuild (and a
         rebuild would need room for every index twice)."""
-        if getattr(self, "_created_now", False):
+        if self._created_now:
             return
         try:
             self._db.command("sql", "REBUILD INDEX *")

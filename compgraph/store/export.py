@@ -226,6 +226,12 @@ def _node_kind(labels: list[str]) -> schema.NodeKind:
     raise ConfigError(f"nodes labelled {':'.join(sorted(labels))} are not in compgraph's vocabulary: cannot export")
 
 
+def _by_end(record: dict[str, Any]) -> str:
+    """A relationship record's part: its type and its target's key label (CONTAINS ends at
+    components and at tokens, two id spaces)."""
+    return f"{record['type']}:{_rel_kind(record['type'], record['dst_labels']).target.key_label}"
+
+
 def _rel_kind(type_: str, target_labels=()) -> schema.RelKind:
     kind = schema.rel_kind(type_, target_labels)
     if kind is None:
@@ -281,8 +287,7 @@ def _write(graph: GraphStore, directory: Path) -> ExportSummary:
                             rows, [UID], f"nodes labelled {key}"), "nodes", key, summary.nodes)
     with graph.records(f"MATCH (a)-[e]->(b) RETURN type(e) AS type, a.{UID} AS src, b.{UID} AS dst, "
                        f"labels(b) AS dst_labels, properties(e) AS {PROPS}") as stream:
-        by_end = lambda r: f"{r['type']}:{_rel_kind(r['type'], r['dst_labels']).target.key_label}"  # noqa: E731
-        for group, number, rows in _parts(stream, by_end):
+        for group, number, rows in _parts(stream, _by_end):
             type_, end = group.split(":")
             rel = _rel_kind(type_, (end,))
             for r in rows:
