@@ -65,6 +65,8 @@ class Rel(StrEnum):
     HAS_DICTIONARY = "HAS_DICTIONARY"
     CONTAINS = "CONTAINS"
     ATTRIBUTES = "ATTRIBUTES"
+    RECURS = "RECURS"
+    COOCCURS = "COOCCURS"
 
 
 class Prop(StrEnum):
@@ -209,6 +211,12 @@ class Prop(StrEnum):
     TARGET = "target"
     SOURCE_POS = "source_pos"
     TARGET_POS = "target_pos"
+    GRAPHS = "graphs"
+    LINKS = "links"
+    MEAN_WEIGHT = "mean_weight"
+    MEAN_INFLUENCE = "mean_influence"
+    MEAN_ACTIVATION = "mean_activation"
+    COOCCUR_MIN = "cooccur_min"
 
 
 COMMUNITY_PREFIX = "community_"
@@ -400,10 +408,23 @@ at ``source_pos`` to the target at ``target_pos`` (``input``: a head's q, k or v
 ATTRIBUTES_TOKEN = RelKind(Rel.ATTRIBUTES, COMPONENT, TOKEN,
                            key=(Prop.GRAPH, Prop.SOURCE_POS, Prop.TARGET_POS, Prop.INPUT))
 """A link into a logit node (the output token)."""
+RECURS = RelKind(Rel.RECURS, FEATURE, FEATURE)
+"""Feature -> feature links that recur across a model's attribution graphs (``model``): in
+``graphs`` >= 2 graphs, ``links`` links, ``mean_weight``; rewritten by every import
+(:mod:`compgraph.data.attribution_summary`). A feature's own ``graphs``, ``mean_influence``
+and ``mean_activation`` are written on it by the same run."""
+COOCCURS = RelKind(Rel.COOCCURS, FEATURE, FEATURE)
+"""Two features (src < dst by uid) found together in ``graphs`` of a model's attribution
+graphs, at least the ``cooccur_min`` its summary run records; rewritten by every import."""
+
+CONTAINS_FEATURE = RelKind(Rel.CONTAINS, ATTRIBUTION_GRAPH, FEATURE, key=(Prop.POS,))
+"""A read of :data:`CONTAINS` limited to the features (no error or embedding sites)."""
+FEATURE_LINKS = RelKind(Rel.ATTRIBUTES, FEATURE, FEATURE, key=ATTRIBUTES.key)
+"""A read of :data:`ATTRIBUTES` limited to feature -> feature links."""
 
 REL_KINDS: tuple[RelKind, ...] = (
     DECODES_TO, ACTIVATES_ON, CONNECTS, AFFECTS, CAUSES, INCLUDES, FOR_TASK, MATCHES, EVALUATED_ON, HAS_DICTIONARY,
-    CONTAINS, ATTRIBUTES,
+    CONTAINS, ATTRIBUTES, RECURS, COOCCURS,
 )
 
 NODE_KIND_BY_NAME: dict[str, NodeKind] = {k.name: k for k in NODE_KINDS}

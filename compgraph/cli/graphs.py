@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from compgraph.attribution import COOCCUR_MIN
 from compgraph.cli.common import handle_errors, progress_bars, require_model, store_options
 
 
@@ -14,20 +15,24 @@ from compgraph.cli.common import handle_errors, progress_bars, require_model, st
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--model", default=None, metavar="NAME",
               help="The model the graphs are of [default: each file's metadata.scan].")
+@click.option("--cooccur-min", type=int, default=COOCCUR_MIN, show_default=True, metavar="N",
+              help="Store COOCCURS between features found together in at least N of the model's graphs.")
 @handle_errors
 @store_options
-def import_graph(path, model, store, database):
+def import_graph(path, model, cooccur_min, store, database):
     """Import attribution graphs (circuit-tracer / Neuronpedia JSON): FILE, or every *.json of DIR.
 
-    Every file is checked before anything is written; importing a file again changes nothing."""
+    Every file is checked before anything is written; importing a file again changes nothing.
+    Then what the model's graphs share is summarised again (features' counts, RECURS, COOCCURS)."""
     from compgraph.attribution import import_graphs
     from compgraph.store.factory import open_store
 
     with open_store(store, database=database) as graph, progress_bars() as tick:
-        report = import_graphs(graph, path, model=model, progress=tick)
+        report = import_graphs(graph, path, model=model, cooccur_min=cooccur_min, progress=tick)
     click.echo(f"{report.files} file(s): {report.imported} imported ({report.replaced} replacing an earlier "
                f"version), {report.unchanged} unchanged; {report.nodes:,} nodes, {report.links:,} links in "
-               f"{report.seconds:.1f} s ({report.graphs_per_s:.1f} graphs/s, {report.links_per_s:,.0f} links/s)")
+               f"{report.seconds:.1f} s ({report.graphs_per_s:.1f} graphs/s, {report.links_per_s:,.0f} links/s); "
+               f"summary {report.summary_seconds:.1f} s")
 
 
 @click.command("export-circuit")

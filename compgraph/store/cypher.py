@@ -174,7 +174,7 @@ def _edge_match(rel: RelKind, where: dict | None, source_where: dict | None,
     src_cond, src_params = where_clause("a", source_where, "s")
     dst_cond, dst_params = where_clause("b", target_where, "t")
     params = {**params, **src_params, **dst_params}
-    src, dst = ident(rel.source.key_label), ident(rel.target.key_label)
+    src, dst = ident(rel.source.labels[-1]), ident(rel.target.labels[-1])  # Feature ends: (a:Feature)
     if where and any((rel.type, p) in EDGE_INDEXED for p in where):
         return (f"MATCH (a)-[e:{ident(rel.type)}]->(b){_join(cond)} WITH a, e, b"
                 f"{_join(f'a:{src}', f'b:{dst}', src_cond, dst_cond)}", params)

@@ -111,7 +111,13 @@ class MemoryStore:
         where, source_where = prepared(where), prepared(source_where)
         return [identity for identity, props in self._edges.get(rel.type, {}).items()
                 if identity[1] in targets and identity[0] in sources and matches(props, where)
+                and self._is(identity[0], rel.source) and self._is(identity[1], rel.target)
                 and (not source_where or matches(sources.get(identity[0], {}), source_where))]
+
+    def _is(self, uid: str, kind: NodeKind) -> bool:
+        """Whether ``uid`` carries ``kind``'s own label (an edge read of Feature ends skips sites)."""
+        label = kind.labels[-1]
+        return label == kind.key_label or label in self._labels.get(uid, ())
 
     def edges(self, rel: RelKind, *, where: Filter | None = None, source_where: Filter | None = None,
               target_where: Filter | None = None, properties: Sequence[str] | None = None) -> pl.DataFrame:
