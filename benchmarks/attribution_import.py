@@ -13,7 +13,7 @@ base's features, replaces the rest from the pool, and scales every weight by a f
 
 Measured, in one process on a fresh embedded store: the bare parse of every file (the
 baseline: read + check, what no import can skip), the import (graphs/s, links/s and the
-ratio to the parse), the resident memory after 10 % and after 100 % of the graphs (bounded:
+ratio to the parse) and the summary written after it (:func:`compgraph.attribution.summarise_graphs`), the resident memory after 10 % and after 100 % of the graphs (bounded:
 one graph in memory at a time), then each named query of the attribution library twice
 (the second time reported), :meth:`compgraph.kb.KB.graph_paths` and
 :meth:`compgraph.kb.KB.cooccurrence_tables`.
@@ -154,7 +154,7 @@ def main() -> None:
     with open_store(kb_path) as store:
         report = import_graphs(store, folder, progress=progress)
     print(f"import: {report.seconds:.1f} s, {report.graphs_per_s:.1f} graphs/s, {report.links_per_s:,.0f} links/s, "
-          f"{report.seconds / parse_s:.1f}x the bare parse; RSS " +
+          f"{report.seconds / parse_s:.1f}x the bare parse; then the summary {report.summary_seconds:.1f} s; RSS " +
           ", ".join(f"{v:,.0f} MB after {k} graphs" for k, v in sorted(rss.items())))
     model, graph = "gemma-2-2b", schema.graph_uid("gemma-2-2b", "graph-00000")
     with compgraph.open(str(kb_path)) as kb:

@@ -254,26 +254,20 @@ class KB:
         """Transcoder features that occur together in a model's imported attribution graphs
         (:mod:`compgraph.attribution`), as the two frames of :meth:`component_tables`: nodes
         (the features in at least one pair) and edges (src < dst by uid, ``rel`` COOCCURS,
-        ``weight`` = the number of graphs containing both, pairs in >= ``min_graphs`` graphs).
-        Memory: one row per (graph, feature pair), so about k^2 / 2 per graph of k features."""
-        if min_graphs < 1:
-            raise ConfigError(f"min_graphs must be at least 1, not {min_graphs}")
+        ``weight`` = the number of graphs containing both, pairs in >= ``min_graphs`` graphs),
+        counted from the graphs' ``CONTAINS`` at any floor
+        (:func:`compgraph.data.attribution_summary.cooccurring_pairs`: a sparse product, memory
+        one entry per co-occurring pair)."""
+        from compgraph.data.attribution_summary import cooccurring_pairs
+
         features = self.components(model, "feature")
-        contains = _conform(self.store.edges(schema.CONTAINS, source_where={MODEL: model}, properties=()),
+        contains = _conform(self.store.edges(schema.CONTAINS_FEATURE, source_where={MODEL: model}, properties=()),
                             {"src": pl.String, "dst": pl.String})
-        code = features.select(pl.col(UID).alias("dst"), pl.int_range(pl.len()).alias("f"))
-        held = contains.join(code, on="dst", how="inner").select(pl.col("src").alias("g"), "f").unique()
-        counts = held.group_by("f").len()
-        held = held.join(counts.filter(pl.col("len") >= min_graphs).select("f"), on="f", how="semi")
-        pairs = held.join(held, on="g", suffix="_b").filter(pl.col("f") < pl.col("f_b")) \
-            .group_by("f", "f_b").agg(pl.len().cast(pl.Float64).alias(WEIGHT)) \
-            .filter(pl.col(WEIGHT) >= min_graphs)
-        uids = code.select(pl.col("f"), pl.col("dst").alias("uid"))
-        edges = pairs.join(uids.rename({"uid": "src"}), on="f").join(uids.rename({"f": "f_b", "uid": "dst"}), on="f_b")
-        edges = edges.select("src", "dst", pl.lit("COOCCURS").alias("rel"), WEIGHT, pl.lit(None, pl.String).alias(KIND),
-                             pl.lit(None, pl.String).alias(TASK), pl.lit(None, pl.String).alias(METHOD)) \
-            .with_columns(pl.min_horizontal("src", "dst").alias("src"), pl.max_horizontal("src", "dst").alias("dst")) \
-            .cast(GRAPH_EDGE_COLUMNS).sort("src", "dst")
+        pairs = cooccurring_pairs(contains.select(pl.col("src").alias("graph"), pl.col("dst").alias("feature")),
+                                  min_graphs)
+        edges = pairs.select("src", "dst", pl.lit(str(schema.Rel.COOCCURS)).alias("rel"),
+                             pl.col("graphs").cast(pl.Float64).alias(WEIGHT), pl.lit(None, pl.String).alias(KIND), pl.lit(None, pl.String).alias(TASK),
+                             pl.lit(None, pl.String).alias(METHOD)).cast(GRAPH_EDGE_COLUMNS)
         used = pl.concat([edges["src"], edges["dst"]]).unique().implode()
         nodes = features.filter(pl.col(UID).is_in(used)).select(UID, *DESCRIBE, MODEL)
         return nodes, edges

@@ -58,7 +58,7 @@ from compgraph.render import REPORT_FORMATS
 
 GRAPHS = (str(schema.Rel.CONNECTS), str(schema.Rel.CAUSES))
 """The relationships whose component graphs ``modularity`` and ``degrees`` analyse."""
-COOCCURS = "COOCCURS"
+COOCCURS = str(schema.Rel.COOCCURS)
 MODULAR = (*GRAPHS, COOCCURS)
 """The graphs ``modularity`` analyses: the two component graphs and the co-occurrence of
 features across imported attribution graphs (:meth:`compgraph.kb.KB.cooccurrence_tables`)."""

@@ -34,7 +34,7 @@ def imported(tmp_path_factory):
     write(folder, capital_graph("a", "current"), capital_graph("b", "v051"), capital_graph("c", "legacy"),
           capital_graph("d", "neuronpedia"))
     kb_path = tmp_path_factory.mktemp("kb") / "kb"
-    result = _cli("import-graph", folder, "--store", kb_path)
+    result = _cli("import-graph", folder, "--cooccur-min", "2", "--store", kb_path)
     assert result.exit_code == 0, result.output
     return folder, kb_path, result.output
 
@@ -44,7 +44,7 @@ def test_a_folder_imports_once_and_a_second_import_changes_nothing(imported):
     assert output.splitlines()[-1].startswith("4 file(s): 4 imported (0 replacing an earlier version), 0 unchanged; "
                                               "40 nodes, 32 links in ")
     before = _counts(kb_path)
-    again = _cli("import-graph", folder, "--store", kb_path)
+    again = _cli("import-graph", folder, "--cooccur-min", "2", "--store", kb_path)
     assert again.exit_code == 0 and "0 imported (0 replacing an earlier version), 4 unchanged" in again.output
     assert _counts(kb_path) == before
     with compgraph.open(str(kb_path)) as kb:
@@ -138,7 +138,7 @@ def test_a_cut_off_import_is_redone_without_doubling_its_links(tmp_path):
         import_graphs(store, path)
         before = {rel.type + rel.target.name: store.edges(rel).drop("run").sort("src", "dst").rows()
                   for rel in (schema.CONTAINS, schema.CONTAINS_TOKEN, schema.ATTRIBUTES, schema.ATTRIBUTES_TOKEN)}
-        (run,) = store.nodes(schema.RUN)["uid"].to_list()
+        (run,) = store.nodes(schema.RUN, where={"stage": "import_graph"})["uid"].to_list()
         store.merge_nodes(schema.RUN, pl.DataFrame([{"uid": run, "status": "running"}]))
         assert import_graphs(store, path).imported == 1
         after = {rel.type + rel.target.name: store.edges(rel).drop("run").sort("src", "dst").rows()

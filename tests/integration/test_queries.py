@@ -142,7 +142,7 @@ def build(store) -> None:
     ], run=R_C)
     folder = Path(tempfile.mkdtemp())  # two attribution graphs of another model, imported
     write_graphs(folder, capital_graph("capital"), capital_graph("capital2", weight=2.0))
-    import_graphs(store, folder)
+    import_graphs(store, folder, cooccur_min=2)
 
 
 @pytest.fixture(scope="module", params=CYPHER_BACKENDS)
@@ -228,7 +228,7 @@ CASES: dict[str, list[tuple[dict, list[tuple]]]] = {
     ],
     "label_counts": [
         ({}, [("AttributionGraph", 2), ("Circuit", 3), ("CompgraphMeta", 1), ("Component", 14), ("Dictionary", 2),
-              ("Feature", 2), ("Head", 4), ("Model", 3), ("Neuron", 4), ("Run", 9), ("Site", 4), ("Task", 2),
+              ("Feature", 2), ("Head", 4), ("Model", 3), ("Neuron", 4), ("Run", 10), ("Site", 4), ("Task", 2),
               ("Token", 5)]),
     ],
     "graphs_with_feature": [

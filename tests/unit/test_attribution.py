@@ -34,7 +34,7 @@ def _snapshot(store):
         frame = store.nodes(kind)
         out[kind.name] = sorted(json.dumps(r, sort_keys=True, default=str) for r in frame.to_dicts())
     for rel in (schema.CONTAINS, schema.CONTAINS_TOKEN, schema.ATTRIBUTES, schema.ATTRIBUTES_TOKEN,
-                schema.HAS_DICTIONARY):
+                schema.HAS_DICTIONARY, schema.RECURS, schema.COOCCURS):
         frame = store.edges(rel)
         out[f"{rel.type}>{rel.target.name}"] = sorted(json.dumps(r, sort_keys=True, default=str)
                                                       for r in frame.to_dicts())
@@ -87,7 +87,7 @@ def test_reimporting_changes_nothing_and_a_changed_file_replaces_its_links(store
     assert (changed.imported, changed.replaced) == (1, 1)
     assert _edges(store, schema.ATTRIBUTES_TOKEN, ["src", "dst", "source_pos", "weight"]) == sorted([
         (F3, PARIS, 3, 9.0), (ERR2, PARIS, 3, -1.5), (F3, PARIS, 2, 0.8)])
-    runs = store.nodes(schema.RUN).sort("started_at")
+    runs = store.nodes(schema.RUN, where={"stage": "import_graph"}).sort("started_at")
     assert runs["status"].to_list() == ["superseded", "complete"]
 
 
@@ -122,6 +122,93 @@ def test_two_files_with_one_slug_are_refused(store, tmp_path):
     (tmp_path / "y" / "same.json").rename(tmp_path / "x" / "other.json")
     with pytest.raises(ConfigError, match="slug 'same' is also the slug of"):
         import_graphs(store, tmp_path / "x")
+
+
+# ---- what the graphs share -------------------------------------------------------------------
+
+F9 = f"{M}/D:gemma-2-2b/L2/mlp_in/F9"
+
+
+def _third_graph():
+    """capital_graph with L2 #9 at 3 (fed by L1 #7, feeding " Paris") and no L1#7 -> L3#42@2 link."""
+    from tests.helpers.attribution import feature
+
+    doc = capital_graph("c")
+    doc["nodes"].append(feature(2, 9, 3, 0.9, 4.0))
+    doc["links"] = [link for link in doc["links"] if (link["source"], link["target"]) != ("1_7_2", "3_42_2")]
+    doc["links"] += [{"source": "1_7_2", "target": "2_9_3", "weight": 3.0},
+                     {"source": "2_9_3", "target": "5_7127_3", "weight": 1.0}]
+    return doc
+
+
+def _expected_summary(docs, cooccur_min):
+    """The summaries counted here from the documents themselves, in plain Python."""
+    uid = {(1, 7): F1, (3, 42): F3, (2, 9): F9}
+    held, infl, act, links = {}, {}, {}, {}
+    for doc in docs:
+        slug = doc["metadata"]["slug"]
+        ids = {n["node_id"]: uid[int(n["layer"]), int(n["node_id"].split("_")[1])] for n in doc["nodes"]
+               if n["feature_type"] == "cross layer transcoder"}
+        for n in doc["nodes"]:
+            if n["node_id"] in ids:
+                f = ids[n["node_id"]]
+                held.setdefault(f, set()).add(slug)
+                infl.setdefault(f, []).append(n["influence"])
+                act.setdefault(f, []).append(n["activation"])
+        for link in doc["links"]:
+            if link["source"] in ids and link["target"] in ids:
+                links.setdefault((ids[link["source"]], ids[link["target"]]), []).append((slug, link["weight"]))
+    features = sorted((f, len(g), sum(infl[f]) / len(infl[f]), sum(act[f]) / len(act[f])) for f, g in held.items())
+    recurs = sorted((a, b, len({g for g, _ in ws}), len(ws), sum(w for _, w in ws) / len(ws))
+                    for (a, b), ws in links.items() if len({g for g, _ in ws}) >= 2)
+    pairs = sorted((a, b, len(held[a] & held[b])) for a in held for b in held if a < b)
+    return features, recurs, [p for p in pairs if p[2] >= cooccur_min]
+
+
+def _summary(store):
+    features = store.nodes(schema.FEATURE).sort("uid").select("uid", "graphs", "mean_influence", "mean_activation")
+    recurs = _edges(store, schema.RECURS, ["src", "dst", "graphs", "links", "mean_weight"])
+    cooccurs = _edges(store, schema.COOCCURS, ["src", "dst", "graphs"])
+    return [tuple(pytest.approx(v) if isinstance(v, float) else v for v in row) for row in features.rows()], \
+        [tuple(pytest.approx(v) if isinstance(v, float) else v for v in row) for row in recurs], cooccurs
+
+
+def test_the_summary_equals_a_count_over_the_files_and_follows_a_replaced_file(store, tmp_path):
+    docs = [capital_graph("a"), capital_graph("b", weight=2.0), _third_graph()]
+    write(tmp_path, *docs)
+    import_graphs(store, tmp_path, cooccur_min=2)
+    assert _summary(store) == _expected_summary(docs, 2)
+    features, recurs, cooccurs = _summary(store)
+    assert recurs == [(F1, F3, 3, 5, pytest.approx(0.9))]  # worked by hand: (1.5 + 0.5) * 2 + 0.5 over 5
+    assert cooccurs == [(F1, F3, 3)]  # L2 #9 is in one graph only
+    docs[1] = _third_graph() | {"metadata": {**_third_graph()["metadata"], "slug": "b"}}
+    write(tmp_path, docs[1])
+    import_graphs(store, tmp_path, cooccur_min=2)
+    assert _summary(store) == _expected_summary(docs, 2)
+    assert _summary(store)[2] == [(F1, F9, 2), (F1, F3, 3), (F9, F3, 2)]  # by uid: L1 < L2 < L3
+    summaries = store.nodes(schema.RUN, where={"stage": "graph_summary"}).sort("started_at")
+    assert summaries["status"].to_list() == ["superseded", "complete"]
+
+
+def test_a_higher_floor_keeps_fewer_pairs_and_a_cut_off_summary_is_redone(store, tmp_path):
+    docs = [capital_graph("a"), capital_graph("b"), _third_graph()]
+    write(tmp_path, *docs)
+    import_graphs(store, tmp_path)  # the default floor, 10: no pair of three graphs
+    assert _summary(store)[2] == []
+    import_graphs(store, tmp_path, cooccur_min=3)
+    assert _summary(store) == _expected_summary(docs, 3)
+    run = store.nodes(schema.RUN, where={"stage": "graph_summary", "status": "complete"})["uid"][0]
+    store.merge_nodes(schema.RUN, pl.DataFrame([{"uid": run, "status": "running"}]))  # as if cut off
+    store.delete_edges(schema.RECURS)
+    report = import_graphs(store, tmp_path, cooccur_min=3)
+    assert report.unchanged == 3 and _summary(store) == _expected_summary(docs, 3)
+
+
+def test_a_floor_below_one_is_refused_before_anything_is_written(store, tmp_path):
+    write(tmp_path, capital_graph("a"))
+    with pytest.raises(ConfigError, match="--cooccur-min must be at least 1, not 0"):
+        import_graphs(store, tmp_path, cooccur_min=0)
+    assert all(not rows for rows in _snapshot(store).values())
 
 
 # ---- export ------------------------------------------------------------------------------------
