@@ -25,7 +25,8 @@ def plan(cfg: IngestConfig, *, loaded=None) -> JobPlan:
 
 
 def ingest(store: GraphStore, cfg: IngestConfig | JobPlan, *, progress: Progress | None = None,
-           loaded=None) -> JobReport:
-    """Run the job. ``loaded``: a LoadedModel already in memory (tests, notebooks)."""
+           loaded=None, executor=None) -> JobReport:
+    """Run the job. ``loaded``: a LoadedModel already in memory (tests, notebooks);
+    ``executor``: where shards are computed (default: the one ``--executor`` names)."""
     job = cfg if isinstance(cfg, JobPlan) else plan_job(cfg, loaded=loaded)
-    return run_job(store, job, loaded=loaded, progress=progress or no_progress)
+    return run_job(store, job, loaded=loaded, progress=progress or no_progress, executor=executor)

@@ -7,6 +7,7 @@ corpus tokenized once, and only when a stage has a shard left to compute.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -45,10 +46,20 @@ class Execution(Options):
     """Sequences per forward pass."""
     memory_gb: float = option(2.0, "Budget for statistics accumulators (layers are grouped to fit).", positive=True)
     """Budget for per-layer accumulators: activation statistics group layers to fit it."""
+    executor: str = option("local", "local, or ray: shards on Ray actors.", choices=("local", "ray"))
+    """Where shards are computed (:mod:`compgraph.engine.executors`)."""
+    ray_address: str = option("", "Ray cluster to join (auto, or HOST:PORT) [default: a local Ray for the job].")
+    """``--executor ray``: the cluster's address; empty starts a local Ray for the job."""
+    workers: int = option(2, "--executor ray: actors, each holding one copy of the model.", minimum=1)
+    """``--executor ray``: how many actors (model copies) compute shards."""
+    gpus_per_worker: float = option(0.0, "--executor ray: GPUs each actor holds.", minimum=0)
+    """``--executor ray``: GPUs per actor (0 on CPU-only clusters)."""
 
     def __post_init__(self) -> None:
         if not DEVICES.match(str(self.device)):
             raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, not {self.device!r}")
+        if self.executor == "ray" and importlib.util.find_spec("ray") is None:
+            raise ConfigError("--executor ray needs Ray: pip install 'compgraph[ray]'")
         super().__post_init__()
 
     def stats_dtype(self) -> str | None:

@@ -52,6 +52,8 @@ class ShardClock:
         self.shard = shard
         self.seconds = {"compute": 0.0, "write": 0.0}
         self.reset = reset_peak()
+        self.worker_peak_mb: float | None = None
+        """The peak of the process that computed the shard, where that was not this one (Ray)."""
 
     @contextmanager
     def phase(self, name: str):
@@ -63,5 +65,6 @@ class ShardClock:
 
     def record(self) -> dict:
         return {"shard": self.shard, "compute_s": round(self.seconds["compute"], 3),
-                "write_s": round(self.seconds["write"], 3), "peak_mb": round(peak_mb(), 1),
+                "write_s": round(self.seconds["write"], 3),
+                "peak_mb": round(max(peak_mb(), self.worker_peak_mb or 0.0), 1),
                 "peak_reset": self.reset}

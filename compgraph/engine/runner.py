@@ -36,7 +36,7 @@ from compgraph import __version__, schema
 from compgraph.engine import identity
 from compgraph.engine.context import Progress, StageContext, no_progress
 from compgraph.engine.job import JobPlan, StagePlan
-from compgraph.engine.profile import ShardClock
+from compgraph.engine.executors import executor_for
 from compgraph.engine.stage import Frames
 from compgraph.store.base import GraphStore
 
@@ -72,14 +72,18 @@ def now() -> str:
 
 # ---- running ---------------------------------------------------------------------------------
 
-def run_job(store: GraphStore, plan: JobPlan, *, loaded=None, progress: Progress = no_progress) -> JobReport:
+def run_job(store: GraphStore, plan: JobPlan, *, loaded=None, progress: Progress = no_progress,
+            executor=None) -> JobReport:
     """Run a planned job against ``store`` (module docstring); ``loaded``: a LoadedModel
-    already in memory."""
+    already in memory; ``executor``: where shards are computed (default: the one
+    ``--executor`` names, :mod:`compgraph.engine.executors`, started on the first shard)."""
     ctx = StageContext(plan.info, plan.execution, corpus_spec=plan.options.option("corpus", None), progress=progress,
                        loaded=loaded)
+    shards = _LazyExecutor(ctx, executor)
     reports = []
     try:
-        runs = [None if step.skip else _StageRun(store, ctx, step, forced=step.stage.name in plan.options.force)
+        runs = [None if step.skip else _StageRun(store, ctx, step, forced=step.stage.name in plan.options.force,
+                                                 executor=shards)
                 for step in plan.stages]
         for step, run in zip(plan.stages, runs):
             if run is not None and not run.complete:
@@ -98,8 +102,28 @@ def run_job(store: GraphStore, plan: JobPlan, *, loaded=None, progress: Progress
                 wrote_model = True
             reports.append(run.execute())
     finally:
+        shards.close()
         ctx.close()
     return JobReport(plan.info.name, reports)
+
+
+class _LazyExecutor:
+    """The job's executor, made when a stage first has shards to compute (a complete job
+    starts no Ray cluster)."""
+
+    def __init__(self, ctx: StageContext, given):
+        self.ctx, self.made = ctx, given
+
+    def compute(self, stage, config, shards):
+        if not shards:
+            return iter(())
+        if self.made is None:
+            self.made = executor_for(self.ctx)
+        return self.made.compute(stage, config, shards)
+
+    def close(self) -> None:
+        if self.made is not None:
+            self.made.close()
 
 
 def _write_model(store: GraphStore, ctx: StageContext, plan: JobPlan) -> None:
@@ -116,8 +140,8 @@ def _write_model(store: GraphStore, ctx: StageContext, plan: JobPlan) -> None:
 class _StageRun:
     """One stage's run against the store: its state, its shards, its provenance."""
 
-    def __init__(self, store: GraphStore, ctx: StageContext, step: StagePlan, *, forced: bool):
-        self.store, self.ctx, self.step = store, ctx, step
+    def __init__(self, store: GraphStore, ctx: StageContext, step: StagePlan, *, forced: bool, executor=None):
+        self.store, self.ctx, self.step, self.executor = store, ctx, step, executor
         self.stage = step.stage
         found = store.nodes(schema.RUN, uids=[step.run])
         state = found.row(0, named=True) if found.height else None
@@ -152,29 +176,28 @@ class _StageRun:
         shards = stage.shards(info, self.step.config, self.ctx.execution)
         replace = {self.step.run, *(o["uid"] for o in others)}
         advance = self.ctx.progress(self.step.label, len(shards))
-        written, skipped, profiled = [], 0, []
-        for shard in shards:
-            if shard in self.done:
-                skipped += 1
-            else:
-                clock = ShardClock(shard)
-                with clock.phase("compute"):
-                    frames = stage.run(self.ctx, self.step.config, shard)
-                with clock.phase("write"):
-                    self._write(frames, replace)
-                for phase, seconds in clock.seconds.items():
-                    self.timing[phase] += seconds
-                profiled.append(clock.record())
-                self.profile.append(profiled[-1])
-                self.done.add(shard)
-                written.append(shard)
-                self._set_run(self.step.run, **{P.DONE: sorted(self.done), P.ROWS_WRITTEN: self.rows,
-                                                P.WROTE: json.dumps(self.wrote),
-                                                P.COMPUTE_SECONDS: self.timing["compute"],
-                                                P.WRITE_SECONDS: self.timing["write"],
-                                                P.PROFILE: json.dumps(self.profile),
-                                                P.PEAK_MB: max(p["peak_mb"] for p in self.profile)})
+        written, profiled = [], []
+        todo = [shard for shard in shards if shard not in self.done]
+        for _ in range(len(shards) - len(todo)):
             advance()
+        for shard in self.executor.compute(stage, self.step.config, todo):  # in completion order
+            clock = shard.clock
+            with clock.phase("write"):
+                self._write(shard.frames, replace)
+            for phase, seconds in clock.seconds.items():
+                self.timing[phase] += seconds
+            profiled.append(clock.record())
+            self.profile.append(profiled[-1])
+            self.done.add(shard.key)
+            written.append(shard.key)
+            self._set_run(self.step.run, **{P.DONE: sorted(self.done), P.ROWS_WRITTEN: self.rows,
+                                            P.WROTE: json.dumps(self.wrote),
+                                            P.COMPUTE_SECONDS: self.timing["compute"],
+                                            P.WRITE_SECONDS: self.timing["write"],
+                                            P.PROFILE: json.dumps(self.profile),
+                                            P.PEAK_MB: max(p["peak_mb"] for p in self.profile)})
+            advance()
+        skipped = len(shards) - len(todo)
         tick = time.perf_counter()
         self._sweep(others)
         self.timing["write"] += time.perf_counter() - tick

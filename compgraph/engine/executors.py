@@ -1,0 +1,173 @@
+"""Where a stage's shards are computed: in this process (``local``) or on Ray actors (``ray``).
+
+The runner (:mod:`compgraph.engine.runner`) hands an executor a stage, its config and the
+shards still to do, and writes each :class:`Shard` as it comes back; only the runner
+writes to the store, so resume, run identity, replacement and provenance do not depend on
+where a shard ran.
+
+* :class:`LocalExecutor` computes the shards one after the other with the job's
+  :class:`~compgraph.engine.context.StageContext` (the weights loaded once per job).
+* :class:`RayExecutor` (``--executor ray``; ``pip install 'compgraph[ray]'``) starts
+  ``--workers`` actors (``--gpus-per-worker`` GPUs each) on the cluster at
+  ``--ray-address`` (default: a local Ray started for the job, stopped after it). Each actor
+  builds its own context from plain values (the model's info and spec, the execution
+  settings, the corpus spec), so it loads the model once and keeps it for every shard it
+  computes. A shard's frames come back as Arrow IPC bytes and are written in completion
+  order. An actor whose process dies is restarted by Ray and its shard is computed again
+  (``max_restarts`` and ``max_task_retries`` unbounded); should Ray give up on it, the
+  shard goes back on the queue for another actor. Shards are deterministic functions of
+  (model, config, shard key), so the graph equals a local run's.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass, replace
+from typing import Any, Iterator
+
+import polars as pl
+
+from compgraph.engine.context import StageContext
+from compgraph.engine.profile import ShardClock
+from compgraph.engine.stage import Frames
+from compgraph.errors import ConfigError
+
+EXECUTORS = ("local", "ray")
+
+
+@dataclass
+class Shard:
+    """One computed shard: its key, its frames and its clock (compute seconds and peak memory
+    of wherever it ran; the runner adds the write)."""
+
+    key: str
+    frames: Frames
+    clock: ShardClock
+
+
+class LocalExecutor:
+    """Every shard in this process, in plan order."""
+
+    def __init__(self, ctx: StageContext):
+        self.ctx = ctx
+
+    def compute(self, stage, config: Any, shards: list[str]) -> Iterator[Shard]:
+        for shard in shards:
+            clock = ShardClock(shard)
+            with clock.phase("compute"):
+                frames = stage.run(self.ctx, config, shard)
+            yield Shard(shard, frames, clock)
+
+    def close(self) -> None:
+        pass
+
+
+# ---- Ray ---------------------------------------------------------------------------------------
+
+def require_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--executor ray needs Ray: pip install 'compgraph[ray]'") from None
+    return ray
+
+
+def encode_frames(frames: Frames) -> dict:
+    """Frames as plain values and Arrow IPC bytes (what crosses from a worker to the runner)."""
+    def ipc(frame: pl.DataFrame) -> bytes:
+        buffer = io.BytesIO()
+        frame.write_ipc(buffer)
+        return buffer.getvalue()
+
+    return {"nodes": [(kind, ipc(frame)) for kind, frame in frames.nodes],
+            "edges": [(rel, ipc(frame)) for rel, frame in frames.edges]}
+
+
+def decode_frames(payload: dict) -> Frames:
+    return Frames.of(nodes=[(kind, pl.read_ipc(io.BytesIO(data))) for kind, data in payload["nodes"]],
+                     edges=[(rel, pl.read_ipc(io.BytesIO(data))) for rel, data in payload["edges"]])
+
+
+class ShardWorker:
+    """A Ray actor's body: one model copy, any number of shards of any stage of the job."""
+
+    def __init__(self, info, execution, corpus_spec: str | None):
+        self.ctx = StageContext(info, execution, corpus_spec=corpus_spec)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def compute(self, stage_name: str, config: Any, shard: str) -> dict:
+        from compgraph.engine import registry
+
+        clock = ShardClock(shard)
+        with clock.phase("compute"):
+            frames = registry.get(stage_name).run(self.ctx, config, shard)
+        return {"frames": encode_frames(frames), "compute_s": clock.seconds["compute"],
+                "peak_mb": clock.record()["peak_mb"], "peak_reset": clock.reset}
+
+
+class RayExecutor:
+    """Shards on Ray actors (module docstring)."""
+
+    def __init__(self, ctx: StageContext):
+        self.ray = ray = require_ray()
+        execution = ctx.execution
+        self.started = not ray.is_initialized()
+        if self.started:
+            if execution.ray_address:
+                ray.init(address=execution.ray_address, log_to_driver=False)
+            else:
+                ray.init(num_cpus=max(execution.workers, os.cpu_count() or 1), include_dashboard=False,
+                         log_to_driver=False, object_store_memory=256 * 2**20)
+        worker_execution = replace(execution, executor="local")
+        worker = ray.remote(ShardWorker)
+        self._make = lambda: worker.options(
+            num_cpus=1, num_gpus=execution.gpus_per_worker, max_restarts=-1, max_task_retries=-1,
+        ).remote(ctx.info, worker_execution, ctx.corpus_spec)
+        self.actors = [self._make() for _ in range(execution.workers)]
+
+    def pids(self) -> list[int]:
+        """The actors' process ids (waits for each to finish what it is computing)."""
+        return self.ray.get([a.pid.remote() for a in self.actors])
+
+    def submitted(self, actor, shard: str) -> None:
+        """Called as ``shard`` is handed to ``actor`` (a test kills that actor's process here)."""
+
+    def compute(self, stage, config: Any, shards: list[str]) -> Iterator[Shard]:
+        ray = self.ray
+        queue, idle, pending = list(shards), list(self.actors), {}
+        while queue or pending:
+            while queue and idle:
+                actor, shard = idle.pop(0), queue.pop(0)
+                pending[actor.compute.remote(stage.name, config, shard)] = (shard, actor)
+                self.submitted(actor, shard)
+            (ref,), _ = ray.wait(list(pending), num_returns=1)
+            shard, actor = pending.pop(ref)
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.RayActorError:  # Ray gave the actor up: a new one, the shard again
+                self.actors[self.actors.index(actor)] = fresh = self._make()
+                idle.append(fresh)
+                queue.insert(0, shard)
+                continue
+            idle.append(actor)
+            clock = ShardClock(shard)
+            clock.seconds["compute"] = result["compute_s"]
+            clock.worker_peak_mb, clock.reset = result["peak_mb"], result["peak_reset"]
+            yield Shard(shard, decode_frames(result["frames"]), clock)
+
+    def close(self) -> None:
+        for actor in self.actors:
+            self.ray.kill(actor)
+        self.actors = []
+        if self.started:
+            self.ray.shutdown()
+
+
+def executor_for(ctx: StageContext):
+    """The executor ``ctx.execution.executor`` names."""
+    if ctx.execution.executor == "ray":
+        return RayExecutor(ctx)
+    return LocalExecutor(ctx)
