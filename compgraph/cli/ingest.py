@@ -44,12 +44,13 @@ def _match_options() -> list[click.Option]:
 def _run_job(model: str, options: dict, store, database, profile: bool = False) -> None:
     """Plan (every check, before the store is opened), run with progress bars, report per
     stage; with ``profile``, each computed shard's compute and write seconds and peak memory."""
+    from compgraph.engine.executors import ray_session
     from compgraph.ingest import IngestConfig, ingest, plan
     from compgraph.store.factory import open_store
 
     job = plan(IngestConfig.of(model, **options))
-    with open_store(store, database=database) as graph, progress_bars() as tick:
-        report = ingest(graph, job, progress=tick)
+    with ray_session(job.execution), open_store(store, database=database) as graph, progress_bars() as tick:
+        report = ingest(graph, job, progress=tick)  # Ray before the store: see executors.start_ray
     _report(report, profile)
 
 
@@ -159,11 +160,21 @@ def match(model_a, model_b, moved, force_match, profile, store, database, **opti
         raise click.UsageError(f"--source wants NAME=SPEC, not {bad[0]!r}")
     if model_a == model_b:
         raise click.UsageError(f"cannot match {model_a} with itself")
+    from compgraph.engine.executors import ray_session
+
     first, second = sorted((model_a, model_b))
-    sources = _sources(store, database, (first, second), pairs)
-    _run_job(sources[first], {**options, "name": first, "extract": ("match",), "match_with": second,
-                              "match_source": sources[second], "force": ("match",) if force_match else ()},
-             store, database, profile)
+    with ray_session(_execution(options)):  # before the store is first opened (executors.start_ray)
+        sources = _sources(store, database, (first, second), pairs)
+        _run_job(sources[first], {**options, "name": first, "extract": ("match",), "match_with": second,
+                                  "match_source": sources[second], "force": ("match",) if force_match else ()},
+                 store, database, profile)
+
+
+def _execution(options: dict):
+    import dataclasses
+
+    _, execution, _ = _job_classes()
+    return execution(**{f.name: options[f.name] for f in dataclasses.fields(execution) if f.name in options})
 
 
 @click.command()

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import io
 import os
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Iterator
 
@@ -108,19 +110,49 @@ class ShardWorker:
                 "peak_mb": clock.record()["peak_mb"], "peak_reset": clock.reset}
 
 
+def _jvm_started() -> bool:
+    jpype = sys.modules.get("jpype")
+    return bool(jpype is not None and jpype.isJVMStarted())
+
+
+def start_ray(execution) -> bool:
+    """Join the cluster at ``--ray-address``, or start a local Ray for the job; False when
+    this process is connected already. Ray's crash handler takes over SIGSEGV, which the JVM
+    of an embedded store raises and handles as part of its normal work: Ray must start
+    before the JVM does (the CLI starts it before it opens the store)."""
+    ray = require_ray()
+    if ray.is_initialized():
+        return False
+    if _jvm_started():
+        raise ConfigError("--executor ray: Ray must start before an embedded store is opened in this process "
+                          "(the JVM and Ray's crash handler share SIGSEGV): call "
+                          "compgraph.engine.executors.start_ray first, or use a Bolt store")
+    if execution.ray_address:
+        ray.init(address=execution.ray_address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=max(execution.workers, os.cpu_count() or 1), include_dashboard=False,
+                 log_to_driver=False, object_store_memory=256 * 2**20)
+    return True
+
+
+@contextmanager
+def ray_session(execution):
+    """Ray for the block when ``--executor ray`` (started here: stopped after), else nothing."""
+    started = execution.executor == "ray" and start_ray(execution)
+    try:
+        yield
+    finally:
+        if started:
+            require_ray().shutdown()
+
+
 class RayExecutor:
     """Shards on Ray actors (module docstring)."""
 
     def __init__(self, ctx: StageContext):
         self.ray = ray = require_ray()
         execution = ctx.execution
-        self.started = not ray.is_initialized()
-        if self.started:
-            if execution.ray_address:
-                ray.init(address=execution.ray_address, log_to_driver=False)
-            else:
-                ray.init(num_cpus=max(execution.workers, os.cpu_count() or 1), include_dashboard=False,
-                         log_to_driver=False, object_store_memory=256 * 2**20)
+        self.started = start_ray(execution)
         worker_execution = replace(execution, executor="local")
         worker = ray.remote(ShardWorker)
         self._make = lambda: worker.options(

@@ -4,8 +4,10 @@ the local executor's, also when a worker process is killed mid-job."""
 
 from __future__ import annotations
 
-import os
-import signal
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -16,12 +18,9 @@ from compgraph.engine import executors
 from compgraph.engine.context import Execution
 from compgraph.engine.stage import Frames
 from compgraph.errors import ConfigError
-from compgraph.ingest import IngestConfig, ingest, plan
-from compgraph.store.factory import open_store
+from tests.helpers.ray_jobs import STAGES
 from tests.helpers.stores import digest
 from tests.unit.stages.test_effects import EXAMPLES, write_task
-
-STAGES = ("tokens", "neurons", "heads", "connections", "effects")
 
 
 def test_frames_cross_as_arrow_and_come_back_equal():
@@ -44,72 +43,47 @@ def test_ray_missing_is_one_line_before_anything_runs(monkeypatch):
         Execution(executor="ray")
 
 
+def _ray_processes() -> list[str]:
+    import psutil
+
+    names = []
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] in ("raylet", "gcs_server"):
+            names.append(proc.info["name"])
+    return names
+
+
 @pytest.fixture(scope="module")
 def task(tmp_path_factory):
     return write_task(tmp_path_factory.mktemp("task") / "capitals.jsonl", EXAMPLES)
 
 
-def _job(tiny_dir, task, **execution):
-    return plan(IngestConfig.of(str(tiny_dir), name="tiny", extract=STAGES, tasks=(task,), device="cpu", top_k=4,
-                                **execution))
-
-
-def _ingest(path, job, executor=None):
-    with open_store(path) as store:
-        return ingest(store, job, executor=executor)
-
-
 @pytest.fixture(scope="module")
-def local_graph(tiny_dir, task, tmp_path_factory):
-    path = tmp_path_factory.mktemp("local") / "kb"
-    _ingest(path, _job(tiny_dir, task))
-    return digest(path)
+def three_ways(tiny_dir, task, tmp_path_factory):
+    pytest.importorskip("ray", reason="the [ray] extra is not installed")
+    out = tmp_path_factory.mktemp("ray-jobs")
+    done = subprocess.run([sys.executable, "-m", "tests.helpers.ray_jobs", str(tiny_dir), task, str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[3])
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray = pytest.importorskip("ray", reason="the [ray] extra is not installed")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=256 * 2**20)
-    yield ray
-    ray.shutdown()
-    assert not ray.is_initialized()
+def test_a_job_through_ray_equals_the_local_one(three_ways):
+    assert three_ways["ray_shards"] == three_ways["local_shards"] > 4
+    assert three_ways["ray"] == three_ways["local"]
+    assert three_ways["ray_stopped"] and not _ray_processes()  # the cluster is gone with its job
 
 
-def test_a_job_through_ray_equals_the_local_one(ray_cluster, tiny_dir, task, tmp_path, local_graph):
-    path = tmp_path / "kb"
-    report = _ingest(path, _job(tiny_dir, task, executor="ray", workers=2))
-    assert all(s.status == "complete" for s in report.stages)
-    assert sum(len(s.shards_written) for s in report.stages) > 4
-    assert digest(path) == local_graph
+def test_a_worker_killed_mid_shard_still_ends_in_the_local_graph(three_ways):
+    assert three_ways["kill"]["restarted"] and three_ways["kill"]["written"], three_ways["kill"]
+    assert three_ways["killed"] == three_ways["local"]
 
 
-class _KillOne(executors.RayExecutor):
-    """SIGKILLs the process of the worker the third shard of the job was just handed to: that
-    shard is in flight (or queued on the worker) when its process dies."""
-
-    def __init__(self, ctx):
-        super().__init__(ctx)
-        self.pid_of = dict(zip(map(id, self.actors), self.pids()))
-        self.handed, self.killed = 0, None
-
-    def submitted(self, actor, shard):
-        self.handed += 1
-        if self.handed == 3:
-            self.killed = (self.pid_of[id(actor)], shard)
-            os.kill(self.killed[0], signal.SIGKILL)
-
-
-def test_a_worker_killed_mid_shard_still_ends_in_the_local_graph(ray_cluster, tiny_dir, task, tmp_path,
-                                                                   local_graph):
-    from compgraph.engine.context import StageContext
-
-    job = _job(tiny_dir, task, executor="ray", workers=2)
-    killer = _KillOne(StageContext(job.info, job.execution))
-    try:
-        report = _ingest(tmp_path / "kb", job, executor=killer)
-        pid, shard = killer.killed
-        assert pid not in killer.pids()  # Ray restarted that worker, and its shard ran again
-    finally:
-        killer.close()
-    assert any(shard in s.shards_written for s in report.stages)
-    assert digest(tmp_path / "kb") == local_graph
+def test_the_cli_starts_ray_before_the_store_and_stops_it_after(tiny_dir, task, tmp_path, three_ways):
+    pytest.importorskip("ray", reason="the [ray] extra is not installed")
+    done = subprocess.run([sys.executable, "-c", "from compgraph.cli.main import main; main()", "ingest", str(tiny_dir), "--name", "tiny",
+                           "--extract", ",".join(STAGES), "--tasks", task, "--device", "cpu", "--top-k", "4",
+                           "--executor", "ray", "--workers", "2", "--store", str(tmp_path / "kb")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(json.dumps(digest(tmp_path / "kb"))) == three_ways["local"] and not _ray_processes()
