@@ -15,8 +15,9 @@ from compgraph.cli.common import handle_errors, progress_bars, require_model, st
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--model", default=None, metavar="NAME",
               help="The model the graphs are of [default: each file's metadata.scan].")
-@click.option("--cooccur-min", type=int, default=COOCCUR_MIN, show_default=True, metavar="N",
-              help="Store COOCCURS between features found together in at least N of the model's graphs.")
+@click.option("--cooccur-min", type=int, default=None, metavar="N",
+              help=f"Store COOCCURS between features found together in at least N of the model's graphs "
+                   f"[default: the floor of the model's last import, else {COOCCUR_MIN}].")
 @handle_errors
 @store_options
 def import_graph(path, model, cooccur_min, store, database):

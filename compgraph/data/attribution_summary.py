@@ -13,8 +13,10 @@ graph's nodes and links. Definitions, for a model's imported graphs G:
   ``mean_weight`` = their mean weight; pairs with ``graphs >= min_graphs`` only.
 * :func:`cooccurring_pairs` — for each unordered pair {a, b}, a < b: ``graphs`` = |{g : g
   contains a and b}|, pairs with ``graphs >= min_graphs`` only. Counted as the upper
-  triangle of H H^T for the feature-by-graph incidence matrix H (scipy.sparse), so the cost
-  follows the pairs kept, not every graph's k^2 / 2 pairs in a frame.
+  triangle of H H^T for the feature-by-graph incidence matrix H (scipy.sparse): time about
+  the sum over graphs of k^2 for k features each, memory one entry per pair of features
+  found together at least once (among features in at least ``min_graphs`` graphs), never
+  a row per (graph, pair) as a join would hold.
 """
 
 from __future__ import annotations

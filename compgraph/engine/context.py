@@ -60,6 +60,8 @@ class Execution(Options):
             raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, not {self.device!r}")
         if self.executor == "ray" and importlib.util.find_spec("ray") is None:
             raise ConfigError("--executor ray needs Ray: pip install 'compgraph[ray]'")
+        if self.executor == "ray" and self.gpus_per_worker == 0 and str(self.device).startswith("cuda"):
+            raise ConfigError(f"--device {self.device} with --executor ray needs --gpus-per-worker above 0")
         super().__post_init__()
 
     def stats_dtype(self) -> str | None:

@@ -12,11 +12,17 @@ where a shard ran.
   ``--ray-address`` (default: a local Ray started for the job, stopped after it). Each actor
   builds its own context from plain values (the model's info and spec, the execution
   settings, the corpus spec), so it loads the model once and keeps it for every shard it
-  computes. A shard's frames come back as Arrow IPC bytes and are written in completion
-  order. An actor whose process dies is restarted by Ray and its shard is computed again
-  (``max_restarts`` and ``max_task_retries`` unbounded); should Ray give up on it, the
-  shard goes back on the queue for another actor. Shards are deterministic functions of
-  (model, config, shard key), so the graph equals a local run's.
+  computes, with the cluster's CPUs shared among the actors (Ray sets each one's torch
+  threads to its share) and its device resolved from its GPUs (:func:`worker_execution`).
+  A shard's frames come back as Arrow IPC bytes and are written in completion order; the
+  next shard is handed out before one is written. An actor whose process dies is restarted
+  by Ray and its shard computed again (up to :data:`RETRIES` times each); should Ray give
+  the actor up, the shard goes back on the queue for a fresh actor, and after
+  :data:`RETRIES` such losses the job fails with a one-line error. An exception in a
+  shard's own code is not retried: it ends the job as it would locally. Shards are
+  deterministic functions of (model, config, shard key) and a stage's shards write
+  disjoint (relationship, source) sets, so on the same device and dtype the graph equals
+  a local run's (on another device, up to floating-point precision, as ``--dtype``).
 """
 
 from __future__ import annotations
@@ -115,6 +121,14 @@ def _jvm_started() -> bool:
     return bool(jpype is not None and jpype.isJVMStarted())
 
 
+def check_ray_can_start() -> None:
+    """Refuse a Ray not yet connected in a process whose JVM runs (:func:`start_ray`)."""
+    if _jvm_started() and not require_ray().is_initialized():
+        raise ConfigError("--executor ray: Ray must start before an embedded store is opened in this process "
+                          "(the JVM and Ray's crash handler share SIGSEGV): call "
+                          "compgraph.engine.executors.start_ray first, or use a Bolt store")
+
+
 def start_ray(execution) -> bool:
     """Join the cluster at ``--ray-address``, or start a local Ray for the job; False when
     this process is connected already. Ray's crash handler takes over SIGSEGV, which the JVM
@@ -123,10 +137,7 @@ def start_ray(execution) -> bool:
     ray = require_ray()
     if ray.is_initialized():
         return False
-    if _jvm_started():
-        raise ConfigError("--executor ray: Ray must start before an embedded store is opened in this process "
-                          "(the JVM and Ray's crash handler share SIGSEGV): call "
-                          "compgraph.engine.executors.start_ray first, or use a Bolt store")
+    check_ray_can_start()
     if execution.ray_address:
         ray.init(address=execution.ray_address, log_to_driver=False)
     else:
@@ -146,6 +157,21 @@ def ray_session(execution):
             require_ray().shutdown()
 
 
+RETRIES = 3
+"""How often a shard is computed again after its worker's process died, before the job fails."""
+
+
+def worker_execution(execution, gpus: float):
+    """The settings a worker runs with: its device resolved from its GPUs (``auto`` on a
+    worker without one is the CPU, as Ray hides the GPUs from it), ``cuda`` refused there."""
+    device = execution.device
+    if gpus == 0:
+        if str(device).startswith("cuda"):
+            raise ConfigError(f"--device {device} with --executor ray needs --gpus-per-worker above 0")
+        device = "cpu"
+    return replace(execution, executor="local", device=device)
+
+
 class RayExecutor:
     """Shards on Ray actors (module docstring)."""
 
@@ -153,12 +179,23 @@ class RayExecutor:
         self.ray = ray = require_ray()
         execution = ctx.execution
         self.started = start_ray(execution)
-        worker_execution = replace(execution, executor="local")
-        worker = ray.remote(ShardWorker)
-        self._make = lambda: worker.options(
-            num_cpus=1, num_gpus=execution.gpus_per_worker, max_restarts=-1, max_task_retries=-1,
-        ).remote(ctx.info, worker_execution, ctx.corpus_spec)
-        self.actors = [self._make() for _ in range(execution.workers)]
+        try:
+            have = ray.cluster_resources()
+            gpus, n = execution.gpus_per_worker, execution.workers
+            if gpus * n > have.get("GPU", 0) or n > have.get("CPU", 0):
+                raise ConfigError(f"--workers {n} --gpus-per-worker {gpus:g} asks for {n} CPU(s) and {gpus * n:g} "
+                                  f"GPU(s); the Ray cluster has {have.get('CPU', 0):g} and {have.get('GPU', 0):g}")
+            cpus = max(1, int(have.get("CPU", 1) // n))  # Ray sets each actor's torch threads to its CPUs
+            settings = worker_execution(execution, gpus)
+            worker = ray.remote(ShardWorker)
+            self._make = lambda: worker.options(
+                num_cpus=cpus, num_gpus=gpus, max_restarts=RETRIES, max_task_retries=RETRIES,
+            ).remote(ctx.info, settings, ctx.corpus_spec)
+            self.actors = [self._make() for _ in range(n)]
+        except BaseException:
+            if self.started:
+                ray.shutdown()
+            raise
 
     def pids(self) -> list[int]:
         """The actors' process ids (waits for each to finish what it is computing)."""
@@ -170,21 +207,33 @@ class RayExecutor:
     def compute(self, stage, config: Any, shards: list[str]) -> Iterator[Shard]:
         ray = self.ray
         queue, idle, pending = list(shards), list(self.actors), {}
-        while queue or pending:
+        lost = dict.fromkeys(shards, 0)
+
+        def hand_out() -> None:
             while queue and idle:
                 actor, shard = idle.pop(0), queue.pop(0)
                 pending[actor.compute.remote(stage.name, config, shard)] = (shard, actor)
                 self.submitted(actor, shard)
+
+        hand_out()
+        while pending:
             (ref,), _ = ray.wait(list(pending), num_returns=1)
             shard, actor = pending.pop(ref)
             try:
                 result = ray.get(ref)
-            except ray.exceptions.RayActorError:  # Ray gave the actor up: a new one, the shard again
+            except ray.exceptions.RayActorError as err:  # Ray gave the actor up: a fresh one, the shard again
+                lost[shard] += 1
+                if lost[shard] > RETRIES:
+                    raise ConfigError(f"{stage.name} shard {shard}: its Ray worker died {lost[shard]} times "
+                                      f"(last: {str(err).splitlines()[0]})") from err
+                ray.kill(actor, no_restart=True)
                 self.actors[self.actors.index(actor)] = fresh = self._make()
                 idle.append(fresh)
                 queue.insert(0, shard)
+                hand_out()
                 continue
             idle.append(actor)
+            hand_out()  # the next shard is computed while this one is written
             clock = ShardClock(shard)
             clock.seconds["compute"] = result["compute_s"]
             clock.worker_peak_mb, clock.reset = result["peak_mb"], result["peak_reset"]
@@ -192,7 +241,7 @@ class RayExecutor:
 
     def close(self) -> None:
         for actor in self.actors:
-            self.ray.kill(actor)
+            self.ray.kill(actor, no_restart=True)
         self.actors = []
         if self.started:
             self.ray.shutdown()

@@ -53,7 +53,8 @@ class ShardClock:
         self.seconds = {"compute": 0.0, "write": 0.0}
         self.reset = reset_peak()
         self.worker_peak_mb: float | None = None
-        """The peak of the process that computed the shard, where that was not this one (Ray)."""
+        """The peak of the process that computed the shard, where that was not this one (Ray):
+        :meth:`record`'s ``peak_mb`` is then the larger of it and this process's."""
 
     @contextmanager
     def phase(self, name: str):

@@ -14,7 +14,9 @@ stage it
 4. at the end sweeps what the superseded runs wrote and this one did not (their
    remaining edges, and node properties this run no longer sets), and marks the run
    complete with its duration, the rows it wrote, and the seconds spent computing
-   shards and writing them (``compute_seconds``, ``write_seconds``), with every shard's
+   shards and writing them (``compute_seconds``, ``write_seconds``; with ``--executor
+   ray`` the compute seconds of shards computed at once add up, so they may exceed the
+   run's duration), with every shard's
    profile and the largest peak memory (``profile``, ``peak_mb``:
    :mod:`compgraph.engine.profile`).
 
@@ -36,7 +38,7 @@ from compgraph import __version__, schema
 from compgraph.engine import identity
 from compgraph.engine.context import Progress, StageContext, no_progress
 from compgraph.engine.job import JobPlan, StagePlan
-from compgraph.engine.executors import executor_for
+from compgraph.engine.executors import check_ray_can_start, executor_for
 from compgraph.engine.stage import Frames
 from compgraph.store.base import GraphStore
 
@@ -79,6 +81,8 @@ def run_job(store: GraphStore, plan: JobPlan, *, loaded=None, progress: Progress
     ``--executor`` names, :mod:`compgraph.engine.executors`, started on the first shard)."""
     ctx = StageContext(plan.info, plan.execution, corpus_spec=plan.options.option("corpus", None), progress=progress,
                        loaded=loaded)
+    if executor is None and plan.execution.executor == "ray":
+        check_ray_can_start()  # before anything of the job is written
     shards = _LazyExecutor(ctx, executor)
     reports = []
     try:
@@ -112,7 +116,7 @@ class _LazyExecutor:
     starts no Ray cluster)."""
 
     def __init__(self, ctx: StageContext, given):
-        self.ctx, self.made = ctx, given
+        self.ctx, self.made, self.given = ctx, given, given
 
     def compute(self, stage, config, shards):
         if not shards:
@@ -122,7 +126,7 @@ class _LazyExecutor:
         return self.made.compute(stage, config, shards)
 
     def close(self) -> None:
-        if self.made is not None:
+        if self.made is not None and self.made is not self.given:  # one the caller gave is the caller's
             self.made.close()
 
 

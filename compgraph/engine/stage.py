@@ -19,7 +19,10 @@ instance (:mod:`compgraph.engine.registry`). It declares
 
 Stages never touch a store; the runner writes their frames, stamps provenance, and
 resumes by shard. Shards are independent: a shard's inputs are plain values (the
-model spec, the stage config, the shard key), so an executor could fan them out.
+model spec, the stage config, the shard key), so an executor fans them out
+(:mod:`compgraph.engine.executors`) and the runner writes them in completion order. So the
+shards of one stage must write disjoint sets of (relationship type, source node) and of
+(node, property): no order of writing may change the graph.
 Within a stage, the edges of one type leaving one source node must come from one
 shard: a recomputed shard replaces the edges its stage wrote from its sources.
 """

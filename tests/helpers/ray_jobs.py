@@ -1,5 +1,6 @@
-"""A tiny-model job three ways in a fresh process: the local executor, Ray, and Ray with a
-worker's process killed mid-shard; their graphs' digests as JSON.
+"""A tiny-model job four ways in a fresh process: the local executor, Ray, Ray with a worker's
+process killed mid-shard (Ray restarts it), and Ray with a worker killed for good (its shard
+re-queued); their graphs' digests as JSON.
 
     python -m tests.helpers.ray_jobs TINY_DIR TASK_FILE OUT_DIR
 
@@ -48,6 +49,20 @@ def main(tiny_dir: str, task: str, out: Path) -> dict:
                 self.killed = (self.pid_of[id(actor)], shard)
                 os.kill(self.killed[0], signal.SIGKILL)
 
+    class GiveUpOne(executors.RayExecutor):
+        """Kills the worker the third shard was handed to so that Ray does not restart it: the
+        shard goes back on the queue for a fresh worker."""
+
+        def __init__(self, ctx):
+            super().__init__(ctx)
+            self.handed, self.lost = 0, None
+
+        def submitted(self, actor, shard):
+            self.handed += 1
+            if self.handed == 3:
+                self.lost = shard
+                ray.kill(actor, no_restart=True)
+
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=256 * 2**20)
     result = {}
     for name, execution in (("local", {}), ("ray", {"executor": "ray", "workers": 2})):
@@ -66,6 +81,14 @@ def main(tiny_dir: str, task: str, out: Path) -> dict:
     finally:
         killer.close()
     result["killed"] = digest(out / "killed")
+    giver = GiveUpOne(StageContext(plan.info, plan.execution))
+    try:
+        with open_store(out / "requeued") as store:
+            report = ingest(store, plan, executor=giver)
+        result["requeue"] = {"shard": giver.lost, "written": any(giver.lost in s.shards_written for s in report.stages)}
+    finally:
+        giver.close()
+    result["requeued"] = digest(out / "requeued")
     ray.shutdown()
     result["ray_stopped"] = not ray.is_initialized()
     return result

@@ -166,7 +166,8 @@ def _expected_summary(docs, cooccur_min):
 
 
 def _summary(store):
-    features = store.nodes(schema.FEATURE).sort("uid").select("uid", "graphs", "mean_influence", "mean_activation")
+    features = store.nodes(schema.FEATURE).sort("uid").select("uid", "graphs", "mean_influence", "mean_activation") \
+        .filter(pl.col("graphs").is_not_null())  # a feature in no graph now keeps its node, not its counts
     recurs = _edges(store, schema.RECURS, ["src", "dst", "graphs", "links", "mean_weight"])
     cooccurs = _edges(store, schema.COOCCURS, ["src", "dst", "graphs"])
     return [tuple(pytest.approx(v) if isinstance(v, float) else v for v in row) for row in features.rows()], \
@@ -202,6 +203,22 @@ def test_a_higher_floor_keeps_fewer_pairs_and_a_cut_off_summary_is_redone(store,
     store.delete_edges(schema.RECURS)
     report = import_graphs(store, tmp_path, cooccur_min=3)
     assert report.unchanged == 3 and _summary(store) == _expected_summary(docs, 3)
+
+
+def test_an_import_keeps_the_last_floor_and_a_feature_gone_from_every_graph_loses_its_counts(store, tmp_path):
+    from compgraph.attribution import summarise_graphs
+
+    docs = [capital_graph("a"), _third_graph()]
+    write(tmp_path, *docs)
+    import_graphs(store, tmp_path, cooccur_min=1)
+    assert summarise_graphs(store, M) == "unchanged"  # nothing imported since
+    assert store.nodes(schema.FEATURE, uids=[F9])["graphs"].to_list() == [1]
+    docs[1] = capital_graph("c")  # L2 #9 in no graph now
+    write(tmp_path, docs[1])
+    import_graphs(store, tmp_path)  # no --cooccur-min: the last summary's floor, 1
+    assert _summary(store) == _expected_summary(docs, 1)
+    assert store.nodes(schema.FEATURE, uids=[F9]).row(0, named=True).get("graphs") is None
+    assert _summary(store)[2] == [(F1, F3, 2)]
 
 
 def test_a_floor_below_one_is_refused_before_anything_is_written(store, tmp_path):

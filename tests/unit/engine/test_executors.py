@@ -79,6 +79,18 @@ def test_a_worker_killed_mid_shard_still_ends_in_the_local_graph(three_ways):
     assert three_ways["killed"] == three_ways["local"]
 
 
+def test_a_worker_ray_gives_up_is_replaced_and_its_shard_requeued(three_ways):
+    assert three_ways["requeue"]["shard"] and three_ways["requeue"]["written"], three_ways["requeue"]
+    assert three_ways["requeued"] == three_ways["local"]
+
+
+def test_cuda_without_gpus_per_worker_is_refused_at_planning():
+    with pytest.raises(ConfigError, match="^--device cuda with --executor ray needs --gpus-per-worker above 0$"):
+        Execution(executor="ray", device="cuda")
+    assert executors.worker_execution(Execution(executor="ray"), 0).device == "cpu"
+    assert executors.worker_execution(Execution(executor="ray"), 1).device == "auto"
+
+
 def test_the_cli_starts_ray_before_the_store_and_stops_it_after(tiny_dir, task, tmp_path, three_ways):
     pytest.importorskip("ray", reason="the [ray] extra is not installed")
     done = subprocess.run([sys.executable, "-c", "from compgraph.cli.main import main; main()", "ingest", str(tiny_dir), "--name", "tiny",
