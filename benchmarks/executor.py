@@ -75,13 +75,13 @@ def main() -> None:
                    **run(args.model, stages, args.task, args.examples, root, executor="ray", workers=n)}
             rows.append(row)
             print(f"{row['setting']}: {row['seconds']:.1f} s", flush=True)
+        base = digest(rows[0]["store"])
+        for row in rows:
+            row["speedup"] = rows[0]["seconds"] / row["seconds"]
+            row["efficiency"] = row["speedup"] / row["workers"]
+            row["equal"] = digest(row.pop("store")) == base
     finally:
-        ray.shutdown()
-    base = digest(rows[0]["store"])
-    for row in rows:
-        row["speedup"] = rows[0]["seconds"] / row["seconds"]
-        row["efficiency"] = row["speedup"] / row["workers"]
-        row["equal"] = digest(row.pop("store")) == base
+        ray.shutdown()  # after the last store read: with Ray stopped, the JVM's SIGSEGV handling is gone too
     print(f"{'setting':10s} {'seconds':>8s} {'shards':>6s} {'speedup':>8s} {'efficiency':>10s} equal")
     for row in rows:
         print(f"{row['setting']:10s} {row['seconds']:8.1f} {row['shards']:6d} {row['speedup']:8.2f} "

@@ -133,7 +133,8 @@ def start_ray(execution) -> bool:
     """Join the cluster at ``--ray-address``, or start a local Ray for the job; False when
     this process is connected already. Ray's crash handler takes over SIGSEGV, which the JVM
     of an embedded store raises and handles as part of its normal work: Ray must start
-    before the JVM does (the CLI starts it before it opens the store)."""
+    before the JVM does, and stop after the store's last use (the CLI starts it before it
+    opens the store and stops it after the store is closed)."""
     ray = require_ray()
     if ray.is_initialized():
         return False
