@@ -197,10 +197,7 @@ def _import_one(store, graph: fmt.AttributionGraph, where: Path, model: str, tok
         # the graph's edges are new now: no read of what the shared sources (embeddings, features) hold
         store.merge_edges(rel, frame, known_new=rel is not schema.HAS_DICTIONARY)
         rows += frame.height
-    finished = _now()
-    seconds = (dt.datetime.fromisoformat(finished) - dt.datetime.fromisoformat(started)).total_seconds()
-    _set_run(store, run, **{P.STATUS: schema.RunStatus.COMPLETE, P.FINISHED_AT: finished, P.SECONDS: seconds,
-                            P.ROWS_WRITTEN: rows})
+    _finish_run(store, run, started, rows)
     return "replaced" if old else "imported"
 
 
@@ -271,11 +268,15 @@ def summarise_graphs(store, model: str, *, cooccur_min: int | None = None) -> st
             store.merge_edges(rel, frame.with_columns(pl.lit(model).alias(P.MODEL), pl.lit(run).alias(P.RUN)),
                               known_new=True)  # every earlier summary edge of the model is deleted above
             rows += frame.height
+    _finish_run(store, run, started, rows)
+    return "written"
+
+
+def _finish_run(store, run: str, started: str, rows: int) -> None:
     finished = _now()
     seconds = (dt.datetime.fromisoformat(finished) - dt.datetime.fromisoformat(started)).total_seconds()
     _set_run(store, run, **{P.STATUS: schema.RunStatus.COMPLETE, P.FINISHED_AT: finished, P.SECONDS: seconds,
                             P.ROWS_WRITTEN: rows})
-    return "written"
 
 
 def _set_run(store, uid: str, **props: Any) -> None:
