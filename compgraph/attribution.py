@@ -37,6 +37,7 @@ import polars as pl
 from compgraph import __version__, schema
 from compgraph.data import attribution as fmt
 from compgraph.data import attribution_summary as S
+from compgraph.data.attribution_summary import COOCCUR_MIN
 from compgraph.data.digests import file_digest
 from compgraph.engine.context import Progress, no_progress
 from compgraph.errors import ConfigError
@@ -47,10 +48,6 @@ STAGE = "import_graph"
 STAGE_VERSION = 1
 SUMMARY_STAGE = "graph_summary"
 SUMMARY_VERSION = 1
-COOCCUR_MIN = 10
-"""The fewest graphs a feature pair shares to get a stored ``COOCCURS`` edge (below it a
-1,000-graph store would hold ~30 pairs per link); :meth:`compgraph.kb.KB.cooccurrence_tables`
-counts any floor from the graphs themselves."""
 
 
 @dataclass

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from compgraph.attribution import COOCCUR_MIN
+from compgraph.data.attribution_summary import COOCCUR_MIN  # not compgraph.attribution: it imports torch
 from compgraph.cli.common import handle_errors, progress_bars, require_model, store_options
 
 

@@ -27,6 +27,11 @@ import scipy.sparse as sp
 
 from compgraph.errors import ConfigError
 
+COOCCUR_MIN = 10
+"""The fewest graphs a feature pair shares to get a stored ``COOCCURS`` edge (below it a
+1,000-graph store would hold ~30 pairs per link); :meth:`compgraph.kb.KB.cooccurrence_tables`
+counts any floor from the graphs themselves."""
+
 FEATURE_COLUMNS = {"uid": pl.String, "graphs": pl.Int64, "mean_influence": pl.Float64,
                    "mean_activation": pl.Float64}
 RECURRING_COLUMNS = {"src": pl.String, "dst": pl.String, "graphs": pl.Int64, "links": pl.Int64,
