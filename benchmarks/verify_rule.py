@@ -25,7 +25,7 @@ import os
 
 import polars as pl
 
-from compgraph.effects.verified import nth_largest, top, unmeasured_members, within_margin
+from compgraph.effects.verified import select, top
 
 TASKS = ("induction", "ioi", "capitals", "colored_objects")
 TOP = 20
@@ -35,16 +35,8 @@ def replay(estimates: list[float], truth: list[float], kinds: list[str], layers:
            n: int = TOP, margin: float = 0.25, chunk: int = 8, circuit=("head", "mlp")) -> dict:
     """Steps 2–4 of the verified rule with ``truth`` as every measurement (module doc)."""
     among = [i for i, k in enumerate(kinds) if k in circuit]
-    measured: dict[int, float] = {}
-
-    def measure(picks):
-        measured.update({i: truth[i] for i in picks if i not in measured})
-
-    measure(top(estimates, n) + top(estimates, n, among))
-    while picks := within_margin(estimates, nth_largest(measured, n), margin, measured)[:chunk]:
-        measure(picks)
-    while missing := unmeasured_members(estimates, measured, n, among):
-        measure(missing)
+    measured = select(estimates, lambda picks: [truth[i] for i in picks], n=n, margin=margin, among=among,
+                      chunk=chunk)
     want = set(top(truth, n))
     got = set(sorted(measured, key=lambda i: (-abs(measured[i]), i))[:n])
     passes = [n_layers - layer for layer in layers]

@@ -109,6 +109,25 @@ def unmeasured_members(estimates: list[float], measured: dict[int, float], n: in
     return [i for i in top(best_of, n, among) if i not in measured]
 
 
+def select(estimates: list[float], measure, *, n: int, margin: float, among: list[int],
+           chunk: int = CHUNK) -> dict[int, float]:
+    """Steps 2–4 of the rule (module docstring): ``measure(positions) -> effects`` is called
+    with new positions only, round by round; returns every measured position's effect."""
+    measured: dict[int, float] = {}
+
+    def run(picks: list[int]) -> None:
+        picks = [i for i in dict.fromkeys(picks) if i not in measured]
+        if picks:
+            measured.update(zip(picks, measure(picks)))
+
+    run(top(estimates, n) + top(estimates, n, among))                                      # step 2
+    while picks := within_margin(estimates, nth_largest(measured, n), margin, measured)[:chunk]:  # step 3
+        run(picks)
+    while missing := unmeasured_members(estimates, measured, n, among):                       # step 4
+        run(missing)
+    return measured
+
+
 def verified_patching(model, adapter, task: TaskBatch, metric: Metric, *, components=None, kinds=("head",),
                       n: int = 20, margin: float = DEFAULT_MARGIN, circuit_kinds=None, ablation: str = "corrupt",
                       direction: str = "noising", seed: int = 0, batch_tokens: int = DEFAULT_BATCH_TOKENS,
@@ -128,23 +147,16 @@ def verified_patching(model, adapter, task: TaskBatch, metric: Metric, *, compon
     estimated = attribution_patching(model, adapter, task, metric, components=comps, **common)
     estimates = estimated["effect"].to_list()
     among = [i for i, c in enumerate(comps) if circuit_kinds is None or c.kind in circuit_kinds]
-    measured: dict[int, float] = {}
     frames = []
     prepared = prepare(model, adapter, task, comps, metric, **common)  # one base run for every round
 
-    def measure(picks: list[int]) -> None:
-        picks = [i for i in dict.fromkeys(picks) if i not in measured]
-        if picks:
-            frame = activation_patching(model, adapter, task, metric, components=[comps[i] for i in picks],
-                                        prepared=prepared, **common)
-            measured.update(zip(picks, frame["effect"].to_list()))
-            frames.append(frame)
+    def measure(picks: list[int]) -> list[float]:
+        frame = activation_patching(model, adapter, task, metric, components=[comps[i] for i in picks],
+                                    prepared=prepared, **common)
+        frames.append(frame)
+        return frame["effect"].to_list()
 
-    measure(top(estimates, n) + top(estimates, n, among))                                      # step 2
-    while picks := within_margin(estimates, nth_largest(measured, n), margin, measured)[:chunk]:  # step 3
-        measure(picks)
-    while missing := unmeasured_members(estimates, measured, n, among):                       # step 4
-        measure(missing)
+    measured = select(estimates, measure, n=n, margin=margin, among=among, chunk=chunk)
     left = [abs(estimates[i]) for i in range(len(comps)) if i not in measured]
     return Verified(estimated, pl.concat(frames), nth_largest(measured, n), max(left, default=0.0))
 
@@ -165,5 +177,5 @@ def missing_factor(result: Verified) -> float:
     return result.tau / result.unverified_max if result.unverified_max > 0 else math.inf
 
 
-__all__ = ["DEFAULT_MARGIN", "Verified", "best", "missing_factor", "top", "nth_largest", "unmeasured_members",
+__all__ = ["DEFAULT_MARGIN", "Verified", "best", "missing_factor", "top", "nth_largest", "select", "unmeasured_members",
            "verified_patching", "within_margin"]
